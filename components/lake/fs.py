@@ -1,0 +1,100 @@
+"""Thin helpers over ``apache_beam.io.filesystems.FileSystems`` (local paths, gs://, s3://, hdfs://).
+
+Beam is imported lazily so commands that never touch the lake start fast.
+"""
+from __future__ import annotations
+
+import os
+
+
+def _fs():
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def join(base: str, *parts: str) -> str:
+    return _fs().join(base, *parts) if parts else base
+
+
+def exists(path: str) -> bool:
+    return _fs().exists(path)
+
+
+def makedirs(path: str) -> None:
+    if is_local(path):
+        os.makedirs(path, exist_ok=True)
+    # Object stores have no directories: nothing to create.
+
+
+def list_files(directory: str, pattern: str = "*") -> list[str]:
+    """Files directly under ``directory`` matching ``pattern``, sorted by name."""
+    result = _fs().match([join(directory, pattern)])[0]
+    return sorted(m.path for m in result.metadata_list)
+
+
+def list_tree(directory: str) -> list[str]:
+    """Every file below ``directory`` (recursive), sorted."""
+    if is_local(directory):
+        out = []
+        for base, _, files in os.walk(directory):
+            out.extend(os.path.join(base, f) for f in files)
+        return sorted(out)
+    return list_files(directory.rstrip("/"), "**")
+
+
+def list_dirs(directory: str) -> list[str]:
+    """Names of the immediate subdirectories of ``directory`` (local) or key prefixes (object stores)."""
+    if is_local(directory):
+        if not os.path.isdir(directory):
+            return []
+        return sorted(d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d)))
+    prefix = directory.rstrip("/") + "/"
+    names = {p[len(prefix):].split("/", 1)[0] for p in list_tree(directory) if "/" in p[len(prefix):]}
+    return sorted(names)
+
+
+def read_bytes(path: str) -> bytes:
+    with _fs().open(path) as f:
+        return f.read()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    if is_local(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with _fs().create(path) as f:
+        f.write(data)
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def delete_tree(path: str) -> None:
+    """Delete a file or a directory tree; a missing path is not an error."""
+    if exists(path):
+        _fs().delete([path])
+
+
+def move_tree(source: str, destination: str) -> None:
+    """Move a directory: one rename on a local disk (atomic), file by file on object stores.
+
+    On object stores the move is not atomic; readers never look before ``_SUCCESS``.
+    """
+    if is_local(source):
+        os.makedirs(os.path.dirname(destination.rstrip("/")) or ".", exist_ok=True)
+        os.rename(source, destination)
+        return
+    files = list_tree(source)
+    src_prefix = source.rstrip("/") + "/"
+    dst = [destination.rstrip("/") + "/" + f[len(src_prefix):] for f in files]
+    if files:
+        _fs().rename(files, dst)

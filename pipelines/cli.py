@@ -1,0 +1,141 @@
+"""The ``adsformer`` command line (``python -m pipelines`` works too).
+
+Heavy libraries (Beam, TensorFlow) are imported only by the commands that need them.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="local", help="config preset name (pipelines/configs/*.yaml) or a YAML path (default: local)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set validate.max_bad_fraction=0.05 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adsformer",
+        description="adSformer ads-personalization pipeline: generate data, run the daily DAG, inspect it.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    g = sub.add_parser("generate", help="write the synthetic marketplace's raw partitions",
+                       description="Write N days of the embedded synthetic marketplace (raw/, oracle/) under --root. "
+                                   "Deterministic: the same seed and preset give byte-identical files.")
+    g.add_argument("--root", required=True, help="lake root (local path or gs://, s3:// URI)")
+    g.add_argument("--start", type=_date, help="first day (default: the preset's marketplace_start)")
+    g.add_argument("--days", type=int, help="number of days (default: the preset's marketplace_days)")
+    g.add_argument("--seed", type=int, help="random seed (default: the preset's seed)")
+    _config_args(g)
+
+    r = sub.add_parser("run", help="run the DAG for one logical date",
+                       description="Run the DAG's steps for --date in topological order, skipping steps that already "
+                                   "succeeded. Unrecognized --flags are passed to Beam (e.g. --runner DataflowRunner).")
+    r.add_argument("--root", required=True, help="lake root (local path or gs://, s3:// URI)")
+    r.add_argument("--date", type=_date, help="logical date D (default: the preset's default_date)")
+    r.add_argument("--steps", help="comma-separated subset of steps to run (their dependencies must have succeeded)")
+    r.add_argument("--force", action="store_true", help="recompute the selected steps even if they succeeded")
+    _config_args(r)
+
+    d = sub.add_parser("dag", help="print the DAG as text and as Graphviz dot",
+                       description="Print the DAG declared in pipelines/dag.py for a preset.")
+    d.add_argument("--format", choices=["text", "dot", "both"], default="both")
+    _config_args(d)
+
+    h = sub.add_parser("headroom", help="oracle vs non-personalized ROC-AUC on a synthetic lake",
+                       description="Train a logistic regression on non-personalized features of --train-day and "
+                                   "compare its ROC-AUC on --test-day with the oracle click probabilities'.")
+    h.add_argument("--root", required=True)
+    h.add_argument("--train-day", type=_date, required=True)
+    h.add_argument("--test-day", type=_date, required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from pipelines.config import ConfigError
+    from components.step import StepError
+
+    try:
+        return _COMMANDS[args.command](args, beam_args)
+    except (ConfigError, StepError) as err:
+        print(f"adsformer {args.command}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _generate(args, _beam_args) -> int:
+    from pipelines.config import load_config
+    from components.marketplace.step import generate_range
+
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    cfg = load_config(args.preset, overrides)
+    start = args.start or cfg.marketplace_start
+    days = args.days or cfg.marketplace_days
+    summary = generate_range(cfg, args.root, start, days, progress=print)
+    print(f"wrote {days} day(s) from {start} under {args.root} in {summary['seconds']:.1f} s")
+    return 0
+
+
+def _run(args, beam_args) -> int:
+    from pipelines.config import load_config
+    from components.lake import Lake
+    from pipelines.runner import run_dag
+
+    cfg = load_config(args.preset, args.overrides, force=args.force)
+    if beam_args:
+        cfg.beam.extra_args = list(cfg.beam.extra_args) + beam_args
+    date = cfg.resolved_date(args.date)
+    steps = [s.strip() for s in args.steps.split(",")] if args.steps else None
+    print(f"adsformer run: preset {cfg.preset}, date {date}, root {args.root}")
+    summary = run_dag(cfg, date, Lake(args.root), only=steps)
+    print()
+    print(summary.render())
+    return 0 if summary.ok else 1
+
+
+def _dag(args, _beam_args) -> int:
+    from pipelines.config import load_config
+    from pipelines.dag import steps_for, to_dot, to_text
+
+    steps = steps_for(load_config(args.preset, args.overrides))
+    if args.format in ("text", "both"):
+        print(to_text(steps))
+    if args.format == "both":
+        print()
+    if args.format in ("dot", "both"):
+        print(to_dot(steps))
+    return 0
+
+
+def _headroom(args, _beam_args) -> int:
+    import json
+
+    from components.marketplace.headroom import headroom
+
+    print(json.dumps(headroom(args.root, args.train_day, args.test_day), indent=2))
+    return 0
+
+
+_COMMANDS = {"generate": _generate, "run": _run, "dag": _dag, "headroom": _headroom}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The pipeline DAG, declared once (DESIGN §2, §9).
+
+Every runner (local, backfill, Airflow) derives its steps from :data:`STEPS`. A step names
+its implementation as ``module:function`` so listing the DAG imports nothing heavy, and
+says which lake paths it reads and writes relative to the logical date D.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    name: str
+    target: str  # "module:function" implementing run(config, date, lake, progress) -> StepResult
+    deps: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()  # human-readable date windows, D-relative
+    writes: tuple[str, ...] = ()
+    description: str = ""
+    when: Callable[[object], bool] | None = None  # included only if when(config) holds
+
+    def load(self):
+        module, func = self.target.split(":")
+        return getattr(importlib.import_module(module), func)
+
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        "generate",
+        "components.marketplace.step:run",
+        reads=(),
+        writes=("raw/{events,impressions,listings}/dt=[start, start+days)", "raw/images/", "oracle/impressions/"),
+        description="write the embedded synthetic marketplace's raw partitions that are missing",
+        when=lambda cfg: cfg.source == "synthetic",
+    ),
+    Step(
+        "validate",
+        "components.validate.step:run",
+        deps=("generate",),
+        reads=("raw/{events,impressions,listings}/dt=[D-T-1, D+1]",),
+        writes=("derived/validated/<table>/dt=*", "derived/dead_letter/<table>/dt=*"),
+        description="check raw partitions against the schemas; bad rows to dead letters with a reason",
+    ),
+)
+
+
+class DagError(ValueError):
+    pass
+
+
+def steps_for(config) -> list[Step]:
+    """The steps that apply to ``config``, in topological order (dependencies on absent steps dropped)."""
+    present = [s for s in STEPS if s.when is None or s.when(config)]
+    names = {s.name for s in present}
+    present = [dataclasses.replace(s, deps=tuple(d for d in s.deps if d in names)) for s in present]
+    return toposort(present)
+
+
+def toposort(steps: list[Step]) -> list[Step]:
+    by_name = {s.name: s for s in steps}
+    for s in steps:
+        for d in s.deps:
+            if d not in by_name:
+                raise DagError(f"step {s.name!r} depends on unknown step {d!r}")
+    order, state = [], {}
+
+    def visit(step: Step, path: tuple[str, ...]):
+        if state.get(step.name) == "done":
+            return
+        if state.get(step.name) == "visiting":
+            raise DagError("cycle in the DAG: " + " -> ".join(path + (step.name,)))
+        state[step.name] = "visiting"
+        for d in step.deps:
+            visit(by_name[d], path + (step.name,))
+        state[step.name] = "done"
+        order.append(step)
+
+    for s in steps:
+        visit(s, ())
+    return order
+
+
+def downstream(steps: list[Step], roots: set[str]) -> set[str]:
+    """``roots`` and every step that depends on them, transitively."""
+    out = set(roots)
+    changed = True
+    while changed:
+        changed = False
+        for s in steps:
+            if s.name not in out and out.intersection(s.deps):
+                out.add(s.name)
+                changed = True
+    return out
+
+
+def to_text(steps: list[Step]) -> str:
+    lines = []
+    for s in steps:
+        lines.append(f"{s.name}  <- {', '.join(s.deps) or '(source)'}")
+        lines.append(f"    {s.description}")
+        for r in s.reads:
+            lines.append(f"    reads  {r}")
+        for w in s.writes:
+            lines.append(f"    writes {w}")
+    return "\n".join(lines)
+
+
+def to_dot(steps: list[Step]) -> str:
+    lines = ["digraph adsformer {", "  rankdir=LR;", '  node [shape=box, style=rounded, fontname="Helvetica"];']
+    for s in steps:
+        lines.append(f'  "{s.name}" [tooltip="{s.description}"];')
+    for s in steps:
+        for d in s.deps:
+            lines.append(f'  "{d}" -> "{s.name}";')
+    lines.append("}")
+    return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""Runs the DAG for one logical date in process (DESIGN §3, §9).
+
+Steps run in topological order; a step whose ``runs/D/<step>/_SUCCESS`` exists is skipped
+unless forced. After a step returns, the runner writes its ``manifest.json`` and then
+``_SUCCESS``. A failing step stops the run with its message; later steps do not run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import subprocess
+import time
+import traceback
+
+from components.lake import Lake, fs
+from components.lake.commit import clear_success, is_complete, mark_success
+from components.step import StepError, StepResult
+from pipelines.dag import Step, steps_for
+from schemas.manifest import StepManifest
+
+
+@dataclasses.dataclass
+class StepOutcome:
+    name: str
+    state: str  # succeeded | skipped | failed | not run
+    seconds: float = 0.0
+    row_counts: dict = dataclasses.field(default_factory=dict)
+    outputs: dict = dataclasses.field(default_factory=dict)
+    message: str = ""
+
+
+@dataclasses.dataclass
+class RunSummary:
+    date: dt.date
+    root: str
+    outcomes: list[StepOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.state in ("succeeded", "skipped") for o in self.outcomes)
+
+    def render(self) -> str:
+        width = max([len(o.name) for o in self.outcomes] + [4])
+        lines = [f"run {self.date} on {self.root}", f"  {'step':<{width}}  {'state':<10} {'seconds':>8}  rows"]
+        for o in self.outcomes:
+            rows = sum(v for k, v in o.row_counts.items() if not k.startswith("dead_letter/"))
+            dead = sum(v for k, v in o.row_counts.items() if k.startswith("dead_letter/"))
+            rows_text = f"{rows:,}" + (f" (+{dead:,} dead letters)" if dead else "") if o.row_counts else "-"
+            lines.append(f"  {o.name:<{width}}  {o.state:<10} {o.seconds:>8.1f}  {rows_text}")
+        failed = [o for o in self.outcomes if o.state == "failed"]
+        for o in failed:
+            lines.append(f"\nstep {o.name} failed:\n{o.message}")
+        lines.append(f"\nartifacts: {fs.join(self.root, 'runs', self.date.isoformat())}")
+        return "\n".join(lines)
+
+
+_CODE_VERSION = None
+
+
+def code_version() -> str:
+    """Package version plus the git commit (and ``-dirty``) when run from a checkout."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            base = version("adsformer")
+        except PackageNotFoundError:
+            base = "0+unknown"
+        try:
+            here = str(__import__("pathlib").Path(__file__).resolve().parent)
+            sha = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
+                                 capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            base += f"+g{sha}" + (".dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+        _CODE_VERSION = base
+    return _CODE_VERSION
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_dag(config, date: dt.date, lake: Lake, only: list[str] | None = None, progress=print) -> RunSummary:
+    """Run the DAG's steps for ``date`` (all, or ``only`` those), skipping finished ones unless forced."""
+    steps = steps_for(config)
+    names = [s.name for s in steps]
+    selected = set(only or names)
+    unknown = selected - set(names)
+    if unknown:
+        raise StepError(f"unknown step(s) {', '.join(sorted(unknown))}; the DAG has: {', '.join(names)}")
+    force = config.runtime.force
+    outcomes, stopped = [], False
+    for i, step in enumerate(steps, 1):
+        if step.name not in selected:
+            continue
+        run_dir = lake.run_dir(date, step.name)
+        if stopped:
+            outcomes.append(StepOutcome(step.name, "not run"))
+            continue
+        if is_complete(run_dir) and not force:
+            outcomes.append(_skipped(step, run_dir))
+            progress(f"[{i}/{len(steps)}] {step.name}: already succeeded for {date}, skipped")
+            continue
+        blocker = next((d for d in step.deps if d not in selected and not is_complete(lake.run_dir(date, d))), None)
+        if blocker:
+            outcomes.append(StepOutcome(step.name, "failed", message=(
+                f"it needs step {blocker!r}, which has not succeeded for {date}; "
+                f"run without --steps, or add {blocker} to --steps")))
+            stopped = True
+            continue
+        progress(f"[{i}/{len(steps)}] {step.name}: {step.description}")
+        outcome = _execute(step, config, date, lake, run_dir, progress)
+        progress(f"[{i}/{len(steps)}] {step.name}: {outcome.state} in {outcome.seconds:.1f} s")
+        outcomes.append(outcome)
+        stopped = outcome.state == "failed"
+    return RunSummary(date, lake.root, outcomes)
+
+
+def _skipped(step: Step, run_dir: str) -> StepOutcome:
+    try:
+        m = json.loads(fs.read_text(fs.join(run_dir, "manifest.json")))
+        return StepOutcome(step.name, "skipped", 0.0, m.get("row_counts", {}), m.get("outputs", {}))
+    except (OSError, ValueError):
+        return StepOutcome(step.name, "skipped")
+
+
+def _execute(step: Step, config, date: dt.date, lake: Lake, run_dir: str, progress) -> StepOutcome:
+    clear_success(run_dir)
+    fs.makedirs(run_dir)
+    started, t0 = _now(), time.perf_counter()
+    try:
+        result: StepResult = step.load()(config, date, lake, progress=progress)
+    except StepError as err:
+        return StepOutcome(step.name, "failed", time.perf_counter() - t0, message=str(err))
+    except Exception as err:  # an unexpected crash: keep the traceback, say where it is
+        log_path = fs.join(run_dir, "error.log")
+        fs.write_text(log_path, traceback.format_exc())
+        return StepOutcome(step.name, "failed", time.perf_counter() - t0, message=(
+            f"{type(err).__name__}: {err}\nfull traceback: {log_path}"))
+    seconds = time.perf_counter() - t0
+    manifest = StepManifest(
+        step=step.name, logical_date=date.isoformat(), status="success", started_at=started,
+        finished_at=_now(), seconds=round(seconds, 3), config_hash=config.config_hash(),
+        code_version=code_version(), inputs=result.inputs, outputs=result.outputs,
+        row_counts=result.row_counts, metrics=result.metrics, notes=result.notes)
+    fs.write_text(fs.join(run_dir, "manifest.json"), manifest.model_dump_json(indent=2) + "\n")
+    mark_success(run_dir)
+    return StepOutcome(step.name, "succeeded", seconds, result.row_counts, result.outputs)
