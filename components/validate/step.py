@@ -84,7 +84,7 @@ def _validate(config, lake: Lake, tasks, result: StepResult, progress) -> None:
             for table, day, src in tasks:
                 files = parquet.partition_files(src)
                 try:
-                    groups = plan_row_groups(files)
+                    groups = plan_row_groups(files, lake.root)
                 except ValueError as err:
                     raise StepError(f"validate: {err}. Move the file aside or regenerate the partition.") from err
                 valid_tmp, dead_tmp = stage(validated_dir(lake, table, day)), stage(dead_letter_dir(lake, table, day))

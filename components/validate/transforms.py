@@ -26,15 +26,18 @@ class RowGroup:
     """One unit of reading: a row group of a Parquet file and the index of its first row."""
 
     path: str
+    name: str  # the path relative to the lake root, as recorded in dead letters
     index: int
     first_row: int
     num_rows: int
 
 
-def plan_row_groups(paths: list[str]) -> list[RowGroup]:
+def plan_row_groups(paths: list[str], root: str) -> list[RowGroup]:
     """Read the footers of ``paths`` and list their row groups (raises ValueError on unreadable files)."""
     groups = []
+    prefix = root.rstrip("/") + "/"
     for path in paths:
+        name = path[len(prefix):] if path.startswith(prefix) else path
         try:
             meta = _open(path).metadata
         except Exception as err:  # pyarrow raises several types for corrupt files
@@ -42,7 +45,7 @@ def plan_row_groups(paths: list[str]) -> list[RowGroup]:
         first = 0
         for i in range(meta.num_row_groups):
             n = meta.row_group(i).num_rows
-            groups.append(RowGroup(path, i, first, n))
+            groups.append(RowGroup(path, name, i, first, n))
             first += n
     return groups
 
@@ -66,7 +69,7 @@ class CheckRowGroupFn(beam.DoFn):
     def process(self, group: RowGroup):
         first = group.first_row
         for batch in _open(group.path).iter_batches(batch_size=self.batch_rows, row_groups=[group.index]):
-            good, dead = check_batch(pa.Table.from_batches([batch]), self.spec, self.day, group.path, first)
+            good, dead = check_batch(pa.Table.from_batches([batch]), self.spec, self.day, group.name, first)
             first += batch.num_rows
             self.good_rows.inc(good.num_rows)
             self.bad_rows.inc(dead.num_rows)
