@@ -82,9 +82,10 @@ def _read_preset(name_or_path: str, seen=()) -> dict:
         raise ConfigError(f"preset {path} extends itself")
     data = yaml.safe_load(path.read_text()) or {}
     parent = data.pop("extends", None)
+    name = data.get("preset", path.stem)
     if parent:
         data = _merge(_read_preset(parent, seen + (str(path),)), data)
-    data.setdefault("preset", path.stem)
+    data["preset"] = name
     return data
 
 

@@ -1,0 +1,148 @@
+"""The DAG declaration, the local runner and the configuration."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from components.lake import Lake, fs
+from components.step import StepError, StepResult
+from pipelines import runner as runner_mod
+from pipelines.config import ConfigError, load_config, presets
+from pipelines.dag import STEPS, DagError, Step, downstream, steps_for, to_dot, toposort
+from schemas.manifest import SCHEMA_FILE, StepManifest, json_schema
+
+D = dt.date(2026, 3, 4)
+CALLS: list[str] = []
+
+
+def step_a(config, date, lake, progress=print):
+    CALLS.append("a")
+    return StepResult(outputs={"x": lake.path("x")}, row_counts={"x": 3}, notes=["a ran"])
+
+
+def step_b(config, date, lake, progress=print):
+    CALLS.append("b")
+    return StepResult(row_counts={"y": 5, "dead_letter/y": 1})
+
+
+def step_fails(config, date, lake, progress=print):
+    CALLS.append("fails")
+    raise StepError("the input partition raw/x is missing; generate it")
+
+
+def step_crashes(config, date, lake, progress=print):
+    CALLS.append("crashes")
+    raise ZeroDivisionError("boom")
+
+
+def fake_dag(monkeypatch, *steps: Step):
+    monkeypatch.setattr(runner_mod, "steps_for", lambda config: toposort(list(steps)))
+    CALLS.clear()
+
+
+A = Step("a", "tests.test_dag_runner:step_a", description="first")
+B = Step("b", "tests.test_dag_runner:step_b", deps=("a",), description="second")
+
+
+def test_toposort_orders_and_rejects_cycles_and_unknown_deps():
+    c = Step("c", "m:f", deps=("b",))
+    assert [s.name for s in toposort([c, B, A])] == ["a", "b", "c"]
+    with pytest.raises(DagError, match="cycle"):
+        toposort([Step("p", "m:f", deps=("q",)), Step("q", "m:f", deps=("p",))])
+    with pytest.raises(DagError, match="unknown step"):
+        toposort([Step("p", "m:f", deps=("nope",))])
+    assert downstream([A, B, c], {"b"}) == {"b", "c"}
+
+
+def test_declared_dag_is_valid_and_loadable():
+    cfg = load_config("tiny")
+    steps = steps_for(cfg)
+    assert [s.name for s in steps][:2] == ["generate", "validate"]
+    for s in STEPS:
+        assert callable(s.load())
+    assert '"generate" -> "validate";' in to_dot(steps)
+    # With raw data already in the lake there is no generate step, and validate depends on nothing.
+    lake_steps = steps_for(load_config("tiny", ["source=lake"]))
+    assert [s.name for s in lake_steps][0] == "validate" and lake_steps[0].deps == ()
+
+
+def test_runner_runs_in_order_writes_manifests_and_skips_finished(monkeypatch, tmp_path):
+    fake_dag(monkeypatch, A, B)
+    lake = Lake(str(tmp_path))
+    cfg = load_config("tiny")
+    summary = runner_mod.run_dag(cfg, D, lake, progress=lambda *_: None)
+    assert summary.ok and CALLS == ["a", "b"]
+    for name in ("a", "b"):
+        run_dir = lake.run_dir(D, name)
+        assert lake.complete(run_dir)
+        manifest = StepManifest.model_validate_json(fs.read_text(fs.join(run_dir, "manifest.json")))
+        assert manifest.step == name and manifest.config_hash == cfg.config_hash()
+    text = summary.render()
+    assert "succeeded" in text and "5 (+1 dead letters)" in text
+    again = runner_mod.run_dag(cfg, D, lake, progress=lambda *_: None)
+    assert CALLS == ["a", "b"] and [o.state for o in again.outcomes] == ["skipped", "skipped"]
+    assert again.outcomes[0].row_counts == {"x": 3}
+    forced = runner_mod.run_dag(load_config("tiny", force=True), D, lake, only=["b"], progress=lambda *_: None)
+    assert CALLS == ["a", "b", "b"] and forced.ok
+
+
+def test_failure_stops_the_run_with_the_steps_message(monkeypatch, tmp_path):
+    fails = Step("fails", "tests.test_dag_runner:step_fails", deps=("a",))
+    after = Step("after", "tests.test_dag_runner:step_b", deps=("fails",))
+    fake_dag(monkeypatch, A, fails, after)
+    lake = Lake(str(tmp_path))
+    summary = runner_mod.run_dag(load_config("tiny"), D, lake, progress=lambda *_: None)
+    assert not summary.ok and [o.state for o in summary.outcomes] == ["succeeded", "failed", "not run"]
+    assert "raw/x is missing" in summary.render()
+    assert not lake.complete(lake.run_dir(D, "fails"))
+
+
+def test_crash_keeps_traceback_and_says_where(monkeypatch, tmp_path):
+    fake_dag(monkeypatch, Step("crashes", "tests.test_dag_runner:step_crashes"))
+    lake = Lake(str(tmp_path))
+    summary = runner_mod.run_dag(load_config("tiny"), D, lake, progress=lambda *_: None)
+    message = summary.outcomes[0].message
+    assert "ZeroDivisionError: boom" in message and "error.log" in message
+    assert "Traceback" in fs.read_text(fs.join(lake.run_dir(D, "crashes"), "error.log"))
+
+
+def test_selected_step_needs_finished_dependencies(monkeypatch, tmp_path):
+    fake_dag(monkeypatch, A, B)
+    summary = runner_mod.run_dag(load_config("tiny"), D, Lake(str(tmp_path)), only=["b"], progress=lambda *_: None)
+    assert not summary.ok and "needs step 'a'" in summary.outcomes[0].message and CALLS == []
+    with pytest.raises(StepError, match="unknown step"):
+        runner_mod.run_dag(load_config("tiny"), D, Lake(str(tmp_path)), only=["zzz"], progress=lambda *_: None)
+
+
+def test_presets_load_and_overrides_apply():
+    assert {"tiny", "local", "bench", "production"} <= set(presets())
+    for name in presets():
+        cfg = load_config(name)
+        assert cfg.preset == name
+    cfg = load_config("local", ["validate.max_bad_fraction=0.2", "window.train_days=5", "beam.extra_args=[--foo]"])
+    assert cfg.validate.max_bad_fraction == 0.2 and cfg.window.train_days == 5 and cfg.beam.extra_args == ["--foo"]
+    assert cfg.config_hash() != load_config("local").config_hash()
+    assert load_config("local", force=True).config_hash() == load_config("local").config_hash()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["validate.max_bad_fraction=2"], "max_bad_fraction"),
+    (["window.nope=1"], "nope"),
+    (["novalue"], "key.path=value"),
+])
+def test_bad_overrides_name_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("local", overrides)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="available: .*local"):
+        load_config("nosuch")
+
+
+def test_manifest_json_schema_file_is_in_sync():
+    assert SCHEMA_FILE.read_text() == json_schema()
+    schema = json.loads(SCHEMA_FILE.read_text())
+    assert {"step", "logical_date", "config_hash", "code_version", "row_counts"} <= set(schema["required"]) | set(schema["properties"])
