@@ -17,27 +17,26 @@ Both the baseline and the oracle ``p_click`` are scored by ROC-AUC on ``test_day
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
+
+from components.lake import fs, is_complete, parquet
 
 CTR_PRIOR_WEIGHT = 20.0  # pseudo-impressions of the smoothed listing CTR
 
 
 def read_partition(root: str, dataset: str, day: dt.date | str) -> pa.Table:
     """All part files of ``<root>/<dataset>/dt=<day>`` as one table (fails clearly when absent)."""
-    path = os.path.join(root, dataset, f"dt={_iso(day)}")
-    if not os.path.exists(os.path.join(path, "_SUCCESS")):
+    path = fs.join(root, dataset, f"dt={_iso(day)}")
+    if not is_complete(path):
         raise FileNotFoundError(f"partition {path} is missing or incomplete (no _SUCCESS); generate that day first")
-    parts = sorted(f for f in os.listdir(path) if f.endswith(".parquet"))
-    return pa.concat_tables([pq.read_table(os.path.join(path, f)) for f in parts])
+    return parquet.read_partition(path)
 
 
 def _iso(day: dt.date | str) -> str:
