@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.raw import LISTING_ACTIONS, TS
+from schemas.raw import IMPRESSIONS_SCHEMA, LISTING_ACTIONS
 
 ENTITIES = ("listing", "shop", "taxonomy", "query")
 
@@ -14,26 +14,22 @@ DEFAULT_PAIRS: tuple[tuple[str, str], ...] = tuple(
 ) + (("query", "search"),)
 
 
+# Impression columns an example keeps as they are.
+CARRIED_FROM_IMPRESSIONS = ("impression_id", "request_id", "ts", "query", "listing_id", "shop_id",
+                            "taxonomy_id", "position", "platform", "price", "clicked")
+
+
 def seq_column(entity: str, action: str) -> str:
     return f"seq_{entity}_{action}"
 
 
 def examples_schema(pairs=DEFAULT_PAIRS) -> pa.Schema:
     """Arrow schema of derived/examples for the configured (entity, action) pairs."""
-    base = [
-        pa.field("impression_id", pa.string(), nullable=False),
-        pa.field("request_id", pa.string(), nullable=False),
-        pa.field("user_key", pa.string(), nullable=False),
+    carried = [IMPRESSIONS_SCHEMA.field(name) for name in CARRIED_FROM_IMPRESSIONS]
+    base = carried[:2] + [
+        pa.field("user_key", pa.string(), nullable=False),  # user_id, else browser_id (DESIGN §4)
         pa.field("logged_in", pa.bool_(), nullable=False),
-        pa.field("ts", TS, nullable=False),
-        pa.field("query", pa.string(), nullable=False),
-        pa.field("listing_id", pa.string(), nullable=False),
-        pa.field("shop_id", pa.string(), nullable=False),
-        pa.field("taxonomy_id", pa.string(), nullable=False),
-        pa.field("position", pa.int32(), nullable=False),
-        pa.field("platform", pa.string(), nullable=False),
-        pa.field("price", pa.float64(), nullable=False),
-        pa.field("clicked", pa.bool_(), nullable=False),
+    ] + carried[2:] + [
         pa.field("purchased", pa.bool_(), nullable=False),
         pa.field("sample_rate", pa.float64(), nullable=False),
     ]
