@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 import subprocess
 import time
 import traceback
@@ -48,6 +49,10 @@ class RunSummary:
             dead = sum(v for k, v in o.row_counts.items() if k.startswith("dead_letter/"))
             rows_text = f"{rows:,}" + (f" (+{dead:,} dead letters)" if dead else "") if o.row_counts else "-"
             lines.append(f"  {o.name:<{width}}  {o.state:<10} {o.seconds:>8.1f}  {rows_text}")
+        for o in self.outcomes:
+            places = sorted({re.sub(r"/dt=[^/]*$", "", path) for path in o.outputs.values()})
+            if places:
+                lines.append(f"  {o.name} outputs: " + ", ".join(places))
         failed = [o for o in self.outcomes if o.state == "failed"]
         for o in failed:
             lines.append(f"\nstep {o.name} failed:\n{o.message}")
