@@ -11,14 +11,14 @@ import dataclasses
 import datetime as dt
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from components.lake import fs, parquet
+from components.beam_arrow import KeyByBucket, WriteBucketFn
+from components.lake import fs
 from schemas.raw import TableSpec
-from schemas.validation import PROVENANCE, check_batch, split_duplicates, stable_bucket
+from schemas.validation import PROVENANCE, check_batch, split_duplicates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,21 +79,6 @@ class CheckRowGroupFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(self.DEAD, dead)
 
 
-class KeyByBucket(beam.DoFn):
-    """Splits a table into per-bucket tables keyed by a stable hash of ``column``."""
-
-    def __init__(self, column: str, num_buckets: int):
-        self.column, self.num_buckets = column, num_buckets
-
-    def process(self, table: pa.Table):
-        buckets = stable_bucket(table.column(self.column), self.num_buckets)
-        order = np.argsort(buckets, kind="stable")
-        bounds = np.searchsorted(buckets[order], np.arange(self.num_buckets + 1))
-        for b in range(self.num_buckets):
-            if bounds[b] < bounds[b + 1]:
-                yield b, table.take(pa.array(order[bounds[b] : bounds[b + 1]]))
-
-
 class DedupeBucketFn(beam.DoFn):
     """All rows of a bucket's keys meet here: keep the first copy of each key."""
 
@@ -110,21 +95,6 @@ class DedupeBucketFn(beam.DoFn):
         yield bucket, unique.drop_columns(list(PROVENANCE)).cast(self.spec.schema)
         if dead.num_rows:
             yield beam.pvalue.TaggedOutput(self.DEAD, dead)
-
-
-class WriteBucketFn(beam.DoFn):
-    """Writes one bucket as ``part-<bucket>.parquet`` in ``directory``: a deterministic file set."""
-
-    def __init__(self, directory: str, sort_by: tuple[str, ...]):
-        self.directory, self.sort_by = directory, sort_by
-
-    def process(self, element):
-        bucket, tables = element
-        table = pa.concat_tables(list(tables)) if not isinstance(tables, pa.Table) else tables
-        table = table.sort_by([(c, "ascending") for c in self.sort_by])
-        path = fs.join(self.directory, f"part-{bucket:05d}.parquet")
-        parquet.write_table(table, path)
-        yield path, table.num_rows
 
 
 class ValidatePartition(beam.PTransform):
