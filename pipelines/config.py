@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from components.beam_options import BeamConfig
 from components.marketplace.config import MarketplaceConfig
+from components.sessionize.config import SessionizeConfig
 from components.validate.step import ValidateConfig
 from components.window import WindowConfig
 
@@ -42,6 +43,7 @@ class PipelineConfig(BaseModel):
     marketplace_days: int = Field(5, ge=1)
     window: WindowConfig = Field(default_factory=WindowConfig)
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    sessionize: SessionizeConfig = Field(default_factory=SessionizeConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions, exclude=True)
 

@@ -43,6 +43,14 @@ STEPS: tuple[Step, ...] = (
         writes=("derived/validated/<table>/dt=*", "derived/dead_letter/<table>/dt=*"),
         description="check raw partitions against the schemas; bad rows to dead letters with a reason",
     ),
+    Step(
+        "sessionize",
+        "components.sessionize.step:run",
+        deps=("validate",),
+        reads=("derived/validated/events/dt=[D-T-1, D+1]", "derived/validated/impressions/dt=[D-T, D]"),
+        writes=("derived/examples/dt=[D-T, D]",),
+        description="one example per impression: point-in-time one-hour sequences, click and purchase labels",
+    ),
 )
 
 

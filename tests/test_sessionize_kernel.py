@@ -127,3 +127,28 @@ def test_purchase_attribution_window_edges():
 def test_impressions_without_events_get_empty_sequences():
     seqs, bought = run([], [impression(1, 10)])
     assert all(v.to_pylist() == [[]] for v in seqs.values()) and bought.tolist() == [False]
+
+
+def test_a_bot_key_with_100k_events_in_an_hour_is_capped():
+    import numpy as np
+
+    n = 100_000
+    ts = pa.array((np.datetime64("2026-03-02T00:00:00", "ms") - np.arange(n)[::-1] * 30).astype("datetime64[ms]"))
+    events = pa.table({
+        "event_id": pa.array([f"e{i:06d}" for i in range(n)]), "user_id": pa.nulls(n, pa.string()),
+        "browser_id": pa.array(["bot"] * n), "ts": pc_cast_utc(ts), "action": pa.array(["view"] * n),
+        "listing_id": pa.array([f"l{i}" for i in range(n)]), "shop_id": pa.array(["s"] * n),
+        "taxonomy_id": pa.array(["t"] * n), "query": pa.nulls(n, pa.string()), "platform": pa.array(["web"] * n)})
+    imp = pa.Table.from_pylist([impression(1, 3601, browser="bot")], schema=loose(IMPRESSIONS_SCHEMA))
+    seqs = sequences(events, imp, SESSION_50)
+    got = seqs["seq_listing_view"].to_pylist()[0]
+    assert got == [f"l{i}" for i in range(n - 1, n - 51, -1)]
+
+
+SESSION_50 = SessionSpec(WINDOW_MS, 50, DEFAULT_PAIRS, WINDOW_MS)
+
+
+def pc_cast_utc(arr):
+    import pyarrow.compute as pc
+
+    return pc.cast(pc.cast(arr, pa.int64()), pa.timestamp("ms", tz="UTC"))

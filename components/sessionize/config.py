@@ -1,0 +1,27 @@
+"""Settings of the sessionize step (DESIGN §5; paper 000 §2.1: one-hour window, M = 50)."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.examples import DEFAULT_PAIRS, ENTITIES
+from schemas.raw import ACTIONS
+
+
+class SessionizeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    window_minutes: int = Field(60, ge=1, description="events in [t - window, t) feed an impression at t")
+    max_len: int = Field(50, ge=1, description="M: most recent ids kept per (entity, action) sequence")
+    attribution_minutes: int = Field(60, ge=1, description="a purchase this soon after the click labels it purchased")
+    pairs: list[tuple[str, str]] = Field(default_factory=lambda: list(DEFAULT_PAIRS))
+    negative_sample_rate: float = Field(0.5, gt=0, le=1, description="share of non-clicks kept on CTR training days")
+    num_buckets: int = Field(8, ge=1, description="user-key buckets: the shuffle keys and output files per day")
+    allow_immature_labels: bool = Field(False, description="write a day whose next day's purchases are not there yet")
+
+    @field_validator("pairs")
+    @classmethod
+    def _known_pairs(cls, pairs):
+        for entity, action in pairs:
+            if entity not in ENTITIES or action not in ACTIONS:
+                raise ValueError(f"unknown (entity, action) pair ({entity}, {action}); entities {ENTITIES}, actions {ACTIONS}")
+        return pairs

@@ -1,0 +1,127 @@
+"""The ``sessionize`` step: one example per impression of each example day of the run (DESIGN §5).
+
+Day X reads validated events of X-1 (only the last ``window``, for sessions that cross
+midnight), of X, and the purchases of X+1 (for labels of late clicks), plus X's validated
+impressions, and writes ``derived/examples/dt=X``. Example days are shared by every run
+whose window holds them, so each is built once. If X+1 is not there yet the labels of
+X would be immature: the step refuses unless ``sessionize.allow_immature_labels``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from components.lake import Lake, commit, fs, parquet, stage
+from components.sessionize.kernel import SessionSpec
+from components.sessionize.transforms import Source, SessionizeDay
+from components.step import StepError, StepResult
+from components.validate.step import validated_dir
+
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+
+
+def examples_dir(lake: Lake, day) -> str:
+    return lake.derived("examples", day)
+
+
+def _day_ms(day: dt.date) -> int:
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
+
+
+def session_spec(cfg) -> SessionSpec:
+    return SessionSpec(window_ms=cfg.window_minutes * MINUTE_MS, max_len=cfg.max_len,
+                       pairs=tuple(tuple(p) for p in cfg.pairs), attribution_ms=cfg.attribution_minutes * MINUTE_MS)
+
+
+def _files(lake: Lake, table: str, day: dt.date) -> list[str] | None:
+    """Parquet files of a validated partition, or None when it is not (completely) there."""
+    directory = validated_dir(lake, table, day)
+    return parquet.partition_files(directory) if lake.complete(directory) else None
+
+
+def _plan_day(lake: Lake, cfg, day: dt.date, result: StepResult) -> tuple[list[Source], list[Source], int]:
+    """Sources of one example day, and its impression count; notes what is missing."""
+    impressions = _files(lake, "impressions", day)
+    events = _files(lake, "events", day)
+    if impressions is None or events is None:
+        raise StepError(f"sessionize: validated events/impressions of {day} are missing under "
+                        f"{lake.path('derived', 'validated')}; run the validate step first")
+    start = _day_ms(day)
+    window = cfg.window_minutes * MINUTE_MS
+    sources = [Source(p) for p in events]
+    previous = _files(lake, "events", day - dt.timedelta(days=1))
+    if previous is None:
+        result.notes.append(f"{day}: no validated events of {day - dt.timedelta(days=1)}; "
+                            "sessions crossing midnight start at 00:00")
+    else:
+        sources += [Source(p, lo_ms=start - window) for p in previous]
+    following = _files(lake, "events", day + dt.timedelta(days=1))
+    if following is None:
+        message = (f"{day}: labels immature: purchases up to {cfg.attribution_minutes} min after late clicks "
+                   f"fall on {day + dt.timedelta(days=1)}, whose validated events are not there yet")
+        if not cfg.allow_immature_labels:
+            raise StepError(f"sessionize: {message}. Rerun when that day has landed, or pass "
+                            "--set sessionize.allow_immature_labels=true to write the day anyway.")
+        result.notes.append(message + " (written anyway: allow_immature_labels)")
+    else:
+        sources += [Source(p, hi_ms=start + DAY_MS + cfg.attribution_minutes * MINUTE_MS, actions=("purchase",))
+                    for p in following]
+    n_impressions = parquet.count_rows(validated_dir(lake, "impressions", day))
+    result.inputs += [validated_dir(lake, "impressions", day), validated_dir(lake, "events", day)]
+    return sources, [Source(p) for p in impressions], n_impressions
+
+
+def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
+    """Build the examples of ``date``'s example days. ``config``: the pipeline config (reads
+    ``.sessionize``, ``.window``, ``.beam``, ``.runtime.force``)."""
+    import apache_beam as beam
+
+    cfg = config.sessionize
+    spec = session_spec(cfg)
+    result = StepResult()
+    staged = {}
+    try:
+        with beam.Pipeline(options=config.beam.pipeline_options("adsformer-sessionize")) as p:
+            for day in config.window.example_dates(date):
+                out = examples_dir(lake, day)
+                if lake.complete(out) and not config.runtime.force:
+                    result.notes.append(f"{out} already built")
+                    result.row_counts[f"examples/{day}"] = parquet.count_rows(out)
+                    continue
+                events, impressions, n = _plan_day(lake, cfg, day, result)
+                staged[day] = (stage(out), n)
+                progress(f"  sessionizing {day}: {n:,} impressions from {len(events)} event files")
+                _ = p | f"Day{day}" >> SessionizeDay(events, impressions, staged[day][0], spec,
+                                                    cfg.negative_sample_rate, cfg.num_buckets)
+    except BaseException:
+        for tmp, _ in staged.values():
+            fs.delete_tree(tmp)
+        raise
+    for day, (tmp, n_impressions) in staged.items():
+        table = parquet.read_partition(tmp, columns=["clicked", "purchased", "seq_listing_view"]) \
+            if parquet.partition_files(tmp) else None
+        n = table.num_rows if table is not None else 0
+        if n != n_impressions:
+            fs.delete_tree(tmp)
+            raise StepError(f"sessionize: {day}: {n_impressions} impressions in but {n} examples out; "
+                            "rows were lost. This is a bug: please report it with the partition.")
+        commit(tmp, examples_dir(lake, day))
+        result.outputs[f"examples/{day}"] = examples_dir(lake, day)
+        result.row_counts[f"examples/{day}"] = n
+        if table is not None:
+            result.metrics[f"examples/{day}"] = _summary(table)
+    return result
+
+
+def _summary(table) -> dict:
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(table.column("seq_listing_view"))
+    clicks = int(pc.sum(table.column("clicked")).as_py() or 0)
+    return {
+        "examples": table.num_rows, "clicks": clicks,
+        "purchases": int(pc.sum(table.column("purchased")).as_py() or 0),
+        "ctr": round(clicks / table.num_rows, 5) if table.num_rows else 0.0,
+        "with_listing_views": round(float(pc.mean(pc.greater(lengths, 0)).as_py() or 0), 4),
+        "mean_listing_views": round(float(pc.mean(lengths).as_py() or 0), 3),
+    }
