@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import pathlib
 import re
 import subprocess
 import time
@@ -74,7 +75,7 @@ def code_version() -> str:
         except PackageNotFoundError:
             base = "0+unknown"
         try:
-            here = str(__import__("pathlib").Path(__file__).resolve().parent)
+            here = str(pathlib.Path(__file__).resolve().parent)
             sha = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True, timeout=5, check=True).stdout.strip()
             dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],

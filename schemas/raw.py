@@ -7,8 +7,10 @@ and the unique key). ``schemas.validation`` applies a spec to any Arrow table.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 TS = pa.timestamp("ms", tz="UTC")
 
@@ -138,8 +140,14 @@ LISTINGS = TableSpec(
 RAW_TABLES: dict[str, TableSpec] = {s.name: s for s in (EVENTS, IMPRESSIONS, LISTINGS)}
 
 
-def user_key(user_id, browser_id):
-    """The user key of DESIGN §4: ``user_id`` when present, else ``browser_id`` (Arrow arrays)."""
-    import pyarrow.compute as pc
+MS_PER_DAY = 86_400_000
 
-    return pc.coalesce(user_id, browser_id)
+
+def day_start_ms(day: dt.date) -> int:
+    """Milliseconds since the epoch of the UTC midnight that starts partition day ``day``."""
+    return (day - dt.date(1970, 1, 1)).days * MS_PER_DAY
+
+
+def user_key(table: pa.Table) -> pa.Array:
+    """The user key of DESIGN §4: ``user_id`` when present, else ``browser_id``."""
+    return pc.coalesce(table.column("user_id"), table.column("browser_id")).combine_chunks()

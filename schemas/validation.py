@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.raw import TableSpec
+from schemas.raw import MS_PER_DAY, TS, TableSpec, day_start_ms
 
 PROVENANCE = ("_file", "_row")  # where a row came from; kept until the output is written
 
@@ -144,9 +144,8 @@ def _rows_mask(rows: dict[int, str], n: int) -> np.ndarray:
 
 
 def _day_bounds(day: dt.date) -> tuple[pa.Scalar, pa.Scalar]:
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
-    ts = pa.timestamp("ms", tz="UTC")
-    return pa.scalar(start, type=ts), pa.scalar(start + dt.timedelta(days=1), type=ts)
+    start = day_start_ms(day)
+    return pa.scalar(start, type=TS), pa.scalar(start + MS_PER_DAY, type=TS)
 
 
 def check_batch(

@@ -16,7 +16,7 @@ from components.marketplace import MarketplaceConfig, generate
 from pipelines.config import load_config
 from components.marketplace.headroom import headroom, read_partition
 from components.marketplace.vocab import COLORS
-from schemas.raw import EVENTS, IMPRESSIONS, LISTINGS, ORACLE_SCHEMA, TableSpec
+from schemas.raw import EVENTS, IMPRESSIONS, LISTINGS, ORACLE_SCHEMA, TableSpec, user_key
 
 START = dt.date(2026, 3, 1)
 DAYS = 3
@@ -38,10 +38,6 @@ def file_hashes(root: str) -> dict[str, str]:
 
 def read_all(root: str, dataset: str, dates=DATES) -> pa.Table:
     return pa.concat_tables([read_partition(root, dataset, d) for d in dates])
-
-
-def user_key(table: pa.Table) -> pa.Array:
-    return pc.coalesce(table.column("user_id"), table.column("browser_id")).combine_chunks()
 
 
 @pytest.fixture(scope="module")

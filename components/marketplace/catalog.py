@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.marketplace.config import CatalogConfig
-from components.marketplace.util import MS_PER_DAY, Groups, Stream, categorical, format_ids, join_words, stream
+from components.marketplace.util import Groups, Stream, categorical, format_ids, join_words, stream
 from components.marketplace.vocab import ADJECTIVES, COLORS, MATERIALS, Taxonomy, build_taxonomy, pseudo_words
+from schemas.raw import MS_PER_DAY, day_start_ms
 from schemas.raw import LISTINGS_SCHEMA, TS
 
 N_COLORS = len(COLORS)
@@ -113,7 +114,7 @@ def build_catalog(config: CatalogConfig, seed: int, start: dt.date) -> Catalog:
     materials = np.stack([rng.permutation(N_MATERIALS)[: config.taxonomy_materials] for _ in range(taxonomy.n)])
     shops = _build_shops(config, rng, taxonomy, popularity)
     catalog = Catalog(config, taxonomy, words, popularity, price_mu, materials, shops, listings=None)  # type: ignore[arg-type]
-    start_ms = (start - dt.date(1970, 1, 1)).days * MS_PER_DAY
+    start_ms = day_start_ms(start)
     shop = np.concatenate([np.arange(shops.n), categorical(rng, shops.weight, config.n_listings - shops.n)])
     age_ms = rng.integers(1, config.catalog_age_days * MS_PER_DAY, size=config.n_listings)
     catalog.listings = _draw_listings(catalog, rng, shop, start_ms - age_ms)

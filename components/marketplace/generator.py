@@ -23,8 +23,9 @@ from components.marketplace.population import Population, build_population
 from components.marketplace.queries import QueryVocab
 from components.marketplace.sessions import simulate
 from components.marketplace.tables import Lookups, events_table, impressions_table, merge, split_by_time, split_oracle
-from components.marketplace.util import MS_PER_DAY, Stream, day_start_ms, stream
+from components.marketplace.util import Stream, stream
 from components.marketplace.writer import PartitionWriter
+from schemas.raw import MS_PER_DAY, day_start_ms
 
 EVENTS, IMPRESSIONS, LISTINGS, ORACLE = "raw/events", "raw/impressions", "raw/listings", "oracle/impressions"
 

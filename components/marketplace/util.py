@@ -1,14 +1,12 @@
 """Small shared helpers: seeded random streams, grouped sampling, vectorized id formatting."""
 from __future__ import annotations
 
-import datetime as dt
 import enum
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-MS_PER_DAY = 86_400_000
 MS_PER_S = 1_000
 
 
@@ -27,11 +25,6 @@ class Stream(enum.IntEnum):
 def stream(seed: int, kind: Stream, *keys: int) -> np.random.Generator:
     """A generator for ``(seed, kind, *keys)``; equal inputs give equal streams."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(kind), *map(int, keys)])))
-
-
-def day_start_ms(day: dt.date) -> int:
-    """Milliseconds since the epoch of the UTC midnight starting ``day``."""
-    return (day - dt.date(1970, 1, 1)).days * MS_PER_DAY
 
 
 def categorical(rng: np.random.Generator, weights: np.ndarray, size: int | None = None) -> np.ndarray:

@@ -5,8 +5,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from components.sessionize.kernel import SessionSpec, purchased, sequences, user_key
+from components.sessionize.kernel import SessionSpec, purchased, sequences
 from schemas.examples import CARRIED_FROM_IMPRESSIONS, examples_schema
+from schemas.raw import user_key
 
 
 def build_examples(events: pa.Table, impressions: pa.Table, spec: SessionSpec, negative_rate: float) -> pa.Table:

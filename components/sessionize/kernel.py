@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.examples import seq_column
+from schemas.raw import user_key
 
 ENTITY_COLUMNS = {"listing": "listing_id", "shop": "shop_id", "taxonomy": "taxonomy_id", "query": "query"}
 
@@ -29,11 +30,6 @@ class SessionSpec:
     max_len: int
     pairs: tuple[tuple[str, str], ...]
     attribution_ms: int
-
-
-def user_key(table: pa.Table) -> pa.Array:
-    """``user_id`` when present, else ``browser_id`` (DESIGN §4)."""
-    return pc.coalesce(table.column("user_id"), table.column("browser_id")).combine_chunks()
 
 
 def _millis(column) -> np.ndarray:

@@ -15,17 +15,13 @@ from components.sessionize.kernel import SessionSpec
 from components.sessionize.transforms import Source, SessionizeDay
 from components.step import StepError, StepResult
 from components.validate.step import validated_dir
+from schemas.raw import MS_PER_DAY, day_start_ms
 
 MINUTE_MS = 60_000
-DAY_MS = 86_400_000
 
 
 def examples_dir(lake: Lake, day) -> str:
     return lake.derived("examples", day)
-
-
-def _day_ms(day: dt.date) -> int:
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
 
 
 def session_spec(cfg) -> SessionSpec:
@@ -46,7 +42,7 @@ def _plan_day(lake: Lake, cfg, day: dt.date, result: StepResult) -> tuple[list[S
     if impressions is None or events is None:
         raise StepError(f"sessionize: validated events/impressions of {day} are missing under "
                         f"{lake.path('derived', 'validated')}; run the validate step first")
-    start = _day_ms(day)
+    start = day_start_ms(day)
     window = cfg.window_minutes * MINUTE_MS
     sources = [Source(p) for p in events]
     previous = _files(lake, "events", day - dt.timedelta(days=1))
@@ -64,7 +60,7 @@ def _plan_day(lake: Lake, cfg, day: dt.date, result: StepResult) -> tuple[list[S
                             "--set sessionize.allow_immature_labels=true to write the day anyway.")
         result.notes.append(message + " (written anyway: allow_immature_labels)")
     else:
-        sources += [Source(p, hi_ms=start + DAY_MS + cfg.attribution_minutes * MINUTE_MS, actions=("purchase",))
+        sources += [Source(p, hi_ms=start + MS_PER_DAY + cfg.attribution_minutes * MINUTE_MS, actions=("purchase",))
                     for p in following]
     n_impressions = parquet.count_rows(validated_dir(lake, "impressions", day))
     result.inputs += [validated_dir(lake, "impressions", day), validated_dir(lake, "events", day)]

@@ -16,8 +16,8 @@ from apache_beam.metrics import Metrics
 from components.beam_arrow import KeyByBucket, WriteBucketFn
 from components.lake import parquet
 from components.sessionize.examples import build_examples
-from components.sessionize.kernel import SessionSpec, user_key
-from schemas.raw import EVENTS_SCHEMA, IMPRESSIONS_SCHEMA
+from components.sessionize.kernel import SessionSpec
+from schemas.raw import EVENTS_SCHEMA, IMPRESSIONS_SCHEMA, user_key
 
 KEY = "_user_key"
 
