@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from components.beam_options import BeamConfig
+from components.corpora.config import CorporaConfig
 from components.marketplace.config import MarketplaceConfig
 from components.sessionize.config import SessionizeConfig
 from components.validate.step import ValidateConfig
@@ -44,6 +45,7 @@ class PipelineConfig(BaseModel):
     window: WindowConfig = Field(default_factory=WindowConfig)
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     sessionize: SessionizeConfig = Field(default_factory=SessionizeConfig)
+    corpora: CorporaConfig = Field(default_factory=CorporaConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions, exclude=True)
 

@@ -51,6 +51,16 @@ STEPS: tuple[Step, ...] = (
         writes=("derived/examples/dt=[D-T, D]",),
         description="one example per impression: point-in-time one-hour sequences, click and purchase labels",
     ),
+    Step(
+        "corpora",
+        "components.corpora.step:run",
+        deps=("validate",),
+        reads=("derived/validated/events/dt=<corpus days, ending at the last training day>",
+               "derived/validated/listings/dt=<last corpus day>"),
+        writes=("derived/{sessions,coclick}/dt=<corpus days>", "derived/listing_text/dt=<last corpus day>",
+                "runs/D/corpora/corpus/{skipgram.txt,coclick.parquet,text.txt}"),
+        description="one-hour sessions, skip-gram corpus (purchases upsampled), co-clicked pairs, listing text",
+    ),
 )
 
 

@@ -64,10 +64,15 @@ def read_bytes(path: str) -> bytes:
 
 
 def write_bytes(path: str, data: bytes) -> None:
+    with open_write(path) as f:
+        f.write(data)
+
+
+def open_write(path: str):
+    """A binary file opened for streaming writes (a context manager)."""
     if is_local(path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with _fs().create(path) as f:
-        f.write(data)
+    return _fs().create(path)
 
 
 def read_text(path: str) -> str:
