@@ -52,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=["text", "dot", "both"], default="both")
     _config_args(d)
 
+    i = sub.add_parser("import", help="import a real event log (CSV, JSONL, Parquet) into raw/events",
+                       description="Map a real event log to the raw events schema with a YAML mapping and write "
+                                   "{root}/raw/events/dt=D per UTC day (atomic, _SUCCESS last; byte-identical on "
+                                   "re-import). Then validate it: adsformer run --preset taobao --date D --steps validate.")
+    i.add_argument("--root", required=True, help="lake root (local path or gs://, s3:// URI)")
+    i.add_argument("--mapping", required=True,
+                   help="mapping name (pipelines/configs/import/*.yaml: taobao, otto) or a path to a YAML mapping")
+    i.add_argument("--input", dest="inputs", action="append", required=True, metavar="FILE",
+                   help="local source file; repeat for several files (read in the order given)")
+    i.add_argument("--force", action="store_true", help="replace days that already exist under raw/events")
+
     h = sub.add_parser("headroom", help="oracle vs non-personalized ROC-AUC on a synthetic lake",
                        description="Train a logistic regression on non-personalized features of --train-day and "
                                    "compare its ROC-AUC on --test-day with the oracle click probabilities'.")
@@ -135,7 +146,22 @@ def _headroom(args, _beam_args) -> int:
     return 0
 
 
-_COMMANDS = {"generate": _generate, "run": _run, "dag": _dag, "headroom": _headroom}
+def _import(args, _beam_args) -> int:
+    from components.importer import ImportFailed, import_events, load_mapping, resolve
+    from pipelines.config import CONFIG_DIR
+
+    try:
+        mapping = load_mapping(resolve(args.mapping, CONFIG_DIR / "import"))
+        print(f"adsformer import: mapping {mapping.name}, {len(args.inputs)} file(s) into {args.root}")
+        summary = import_events(args.root, mapping, args.inputs, force=args.force)
+    except ImportFailed as err:
+        print(f"adsformer import: {err}", file=sys.stderr)
+        return 2
+    print(summary.render())
+    return 0
+
+
+_COMMANDS = {"generate": _generate, "run": _run, "dag": _dag, "headroom": _headroom, "import": _import}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,6 +18,7 @@ from components.beam_options import BeamConfig
 from components.corpora.config import CorporaConfig
 from components.marketplace.config import MarketplaceConfig
 from components.sessionize.config import SessionizeConfig
+from components.transform.config import TransformConfig
 from components.validate.step import ValidateConfig
 from components.window import WindowConfig
 
@@ -46,6 +47,7 @@ class PipelineConfig(BaseModel):
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     sessionize: SessionizeConfig = Field(default_factory=SessionizeConfig)
     corpora: CorporaConfig = Field(default_factory=CorporaConfig)
+    transform: TransformConfig = Field(default_factory=TransformConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions, exclude=True)
 

@@ -61,6 +61,14 @@ STEPS: tuple[Step, ...] = (
                 "runs/D/corpora/corpus/{skipgram.txt,coclick.parquet,text.txt}"),
         description="one-hour sessions, skip-gram corpus (purchases upsampled), co-clicked pairs, listing text",
     ),
+    Step(
+        "transform",
+        "components.transform.step:run",
+        deps=("sessionize",),
+        reads=("derived/examples/dt=[D-T, D]",),
+        writes=("runs/D/transform/{transform_fn,transformed_metadata,train,validation,test}",),
+        description="tensorflow-transform: top-K vocabularies from the training window; sampled TFRecord splits",
+    ),
 )
 
 

@@ -137,6 +137,7 @@ def _skipped(step: Step, run_dir: str) -> StepOutcome:
 
 def _execute(step: Step, config, date: dt.date, lake: Lake, run_dir: str, progress) -> StepOutcome:
     clear_success(run_dir)
+    fs.delete_tree(fs.join(run_dir, "error.log"))
     fs.makedirs(run_dir)
     started, t0 = _now(), time.perf_counter()
     try:

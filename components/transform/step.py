@@ -1,0 +1,128 @@
+"""The ``transform`` step: vocabularies and model-ready TFRecords with tensorflow-transform (DESIGN §6).
+
+TFT analyzes the (down-sampled) training split of the run window and builds the top-K
+vocabularies (paper 000 §2.7.1) and scalers; the same ``transform_fn`` then turns the
+train, validation and test splits into GZIP TFRecord shards. Everything lands in
+``runs/D/transform/``: ``transform_fn/`` and ``transformed_metadata/`` (readable with
+``tft.TFTransformOutput``), ``train/``, ``validation/``, ``test/`` and ``stats.json``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+
+from components.lake import Lake, fs, parquet, stage
+from components.sessionize.step import examples_dir
+from components.step import StepError, StepResult
+from components.transform.config import VOCABULARIES, TransformConfig
+from components.transform.transforms import SPLITS, ExampleFile
+
+OUTPUTS = ("transform_fn", "transformed_metadata") + SPLITS + ("stats.json",)
+
+
+def split_dir(lake: Lake, date, split: str) -> str:
+    return fs.join(lake.run_dir(date, "transform"), split)
+
+
+def plan(config, date: dt.date, lake: Lake) -> list[ExampleFile]:
+    """The examples files of the run window, each with its day's role."""
+    window = config.window
+    fraction = window.validation_fraction if window.validation == "fraction" else 0.0
+    roles = [(d, "train") for d in window.train_dates(date)]
+    if window.validation == "day":
+        roles.append((window.validation_date(date), "validation"))
+    roles.append((window.test_date(date), "test"))
+    files = []
+    for day, role in roles:
+        directory = examples_dir(lake, day)
+        if not lake.complete(directory):
+            raise StepError(f"transform: the examples of {day} ({role} day) are missing at {directory}; "
+                            "run the sessionize step first")
+        files += [ExampleFile(p, role, fraction if role == "train" else 0.0) for p in parquet.partition_files(directory)]
+    return files
+
+
+def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
+    """Analyze the training split, transform all splits. ``config``: the pipeline config (reads
+    ``.transform``, ``.sessionize.pairs``, ``.window``, ``.beam``, ``.seed``)."""
+    cfg: TransformConfig = config.transform
+    pairs = [tuple(p) for p in config.sessionize.pairs]
+    files = plan(config, date, lake)
+    result = StepResult(inputs=sorted({os.path.dirname(f.path) for f in files}))
+    run_dir = lake.run_dir(date, "transform")
+    progress(f"  analyzing and transforming {len(files)} examples files "
+             f"(train {', '.join(str(d) for d in config.window.train_dates(date))}, test {config.window.test_date(date)})")
+    tmp = stage(fs.join(run_dir, "output"))
+    try:
+        counters = _run_pipeline(config, cfg, pairs, files, tmp)
+        stats = _stats(tmp, counters, cfg)
+        if stats["splits"]["train"]["rows"] == 0:
+            raise StepError("transform: the training split is empty (no examples in the training days, or every "
+                            "row was sampled out); events-only logs have no impressions to train on")
+        fs.write_text(fs.join(tmp, "stats.json"), json.dumps(stats, indent=2, sort_keys=True) + "\n")
+        for name in OUTPUTS:
+            final = fs.join(run_dir, name)
+            fs.delete_tree(final)
+            fs.move_tree(fs.join(tmp, name), final)
+    finally:
+        fs.delete_tree(tmp)
+    for split in SPLITS:
+        result.outputs[split] = split_dir(lake, date, split)
+        result.row_counts[split] = stats["splits"][split]["rows"]
+    result.outputs["transform_fn"] = fs.join(run_dir, "transform_fn")
+    result.metrics.update(stats)
+    return result
+
+
+def _run_pipeline(config, cfg: TransformConfig, pairs, files: list[ExampleFile], out: str) -> dict:
+    import apache_beam as beam
+    import tensorflow_transform.beam as tft_beam
+
+    from components.transform.arrow_input import tensor_adapter_config
+    from components.transform.features import make_preprocessing_fn
+    from components.transform.transforms import KeyByShardFn, ReadExamplesFn, WriteShardFn
+
+    adapter_config, _ = tensor_adapter_config(pairs)
+    preprocessing_fn = make_preprocessing_fn(pairs, cfg.top_k, cfg.frequency_threshold, cfg.num_oov_buckets)
+    listing_oov = cfg.top_k["listing"]
+    with tempfile.TemporaryDirectory(prefix="tft-") as tft_tmp:
+        temp_dir = tft_tmp if fs.is_local(out) else fs.join(out, ".tft-tmp")
+        p = beam.Pipeline(options=config.beam.pipeline_options("adsformer-transform"))
+        with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
+            splits = (p
+                      | "Files" >> beam.Create(files)
+                      | "Spread" >> beam.Reshuffle()
+                      | "Read" >> beam.ParDo(ReadExamplesFn(pairs, config.seed, cfg.eval_sample_rate,
+                                                            cfg.batch_rows)).with_outputs(*SPLITS))
+            transform_fn = ((splits["train"], adapter_config)
+                            | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
+            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out)
+            for split in SPLITS:
+                transformed, _ = (((splits[split], adapter_config), transform_fn)
+                                  | f"Transform{split}" >> tft_beam.TransformDataset(output_record_batches=True))
+                _ = (transformed
+                     | f"Shard{split}" >> beam.ParDo(KeyByShardFn(split, cfg.num_shards, listing_oov))
+                     | f"Group{split}" >> beam.GroupByKey()
+                     | f"Write{split}" >> beam.ParDo(WriteShardFn(fs.join(out, split), cfg.num_shards)))
+            result = p.run()
+            result.wait_until_finish()
+    return {r.key.metric.name: r.committed for r in result.metrics().query()["counters"]}
+
+
+def _stats(out: str, counters: dict, cfg: TransformConfig) -> dict:
+    import tensorflow_transform as tft
+
+    from components.transform.features import vocabulary_name
+
+    tft_output = tft.TFTransformOutput(out)
+    vocab = {e: tft_output.vocabulary_size_by_name(vocabulary_name(e)) for e in VOCABULARIES}
+    splits = {}
+    for split in SPLITS:
+        rows = int(counters.get(f"{split}_rows", 0))
+        splits[split] = {"rows": rows, "clicks": int(counters.get(f"{split}_clicks", 0)),
+                         "listing_oov_share": round(counters.get(f"{split}_listing_oov", 0) / rows, 4) if rows else 0.0,
+                         "files": len(fs.list_files(fs.join(out, split), "*.tfrecord.gz")) if fs.exists(fs.join(out, split)) else 0}
+    return {"vocabulary_sizes": vocab, "top_k": cfg.top_k, "num_oov_buckets": cfg.num_oov_buckets,
+            "examples_read": int(counters.get("examples_read", 0)), "splits": splits}
