@@ -26,16 +26,20 @@ def _stop_word_pattern() -> str:
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
     words = sorted(ENGLISH_STOP_WORDS, key=lambda w: (-len(w), w))
-    return r"\b(?:" + "|".join(words) + r")\b"
+    # RE2's \b is ASCII-only ("crème" would contain the stop-word "me"), so tokens are
+    # delimited by the single spaces left after punctuation removal instead.
+    return r"(^| )(?:" + "|".join(words) + r")( |$)"
 
 
 def normalize(strings: pa.Array, stop_token: str | None, number_token: str) -> pa.Array:
     """The normalized form of each string (null becomes empty)."""
     out = pc.utf8_lower(pc.fill_null(strings, ""))
     out = pc.replace_substring_regex(out, r"[^\p{L}\p{N}]+", " ")
-    out = pc.replace_substring_regex(out, r"\b\p{L}*\p{N}[\p{L}\p{N}]*\b", "\x00num\x00")
+    out = pc.replace_substring_regex(out, r"[\p{L}\p{N}]*\p{N}[\p{L}\p{N}]*", "\x00num\x00")
     if stop_token is not None:
-        out = pc.replace_substring_regex(out, _stop_word_pattern(), "\x00stop\x00")
+        # A match consumes the space after it, so adjacent stop-words need a second pass.
+        for _ in range(2):
+            out = pc.replace_substring_regex(out, _stop_word_pattern(), "\\1\x00stop\x00\\2")
         out = pc.replace_substring(out, "\x00stop\x00", stop_token)
     out = pc.replace_substring(out, "\x00num\x00", number_token)
     out = pc.replace_substring_regex(out, r"\s+", " ")

@@ -18,6 +18,8 @@ class TransformConfig(BaseModel):
     num_oov_buckets: int = Field(1, ge=1, description="OOV indices after the K in-vocabulary ones (paper: 1)")
     eval_sample_rate: float = Field(1.0, gt=0, le=1, description="random share of validation/test impressions kept")
     num_shards: int = Field(4, ge=1, description="TFRecord files per split")
+    compression_level: int = Field(1, ge=0, le=9, description="GZIP level of the TFRecords: 1 writes ~2.7x faster "
+                                                             "than 6 for ~30% larger files")
     batch_rows: int = Field(8192, ge=1, description="rows per record batch fed to tensorflow-transform")
 
     @field_validator("top_k")

@@ -105,7 +105,8 @@ def _run_pipeline(config, cfg: TransformConfig, pairs, files: list[ExampleFile],
                 _ = (transformed
                      | f"Shard{split}" >> beam.ParDo(KeyByShardFn(split, cfg.num_shards, listing_oov))
                      | f"Group{split}" >> beam.GroupByKey()
-                     | f"Write{split}" >> beam.ParDo(WriteShardFn(fs.join(out, split), cfg.num_shards)))
+                     | f"Write{split}" >> beam.ParDo(WriteShardFn(fs.join(out, split), cfg.num_shards,
+                                                                      cfg.compression_level)))
             result = p.run()
             result.wait_until_finish()
     return {r.key.metric.name: r.committed for r in result.metrics().query()["counters"]}

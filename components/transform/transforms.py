@@ -99,8 +99,8 @@ class KeyByShardFn(beam.DoFn):
 class WriteShardFn(beam.DoFn):
     """All rows of one shard, sorted by impression id, as a GZIP TFRecord file of tf.Examples."""
 
-    def __init__(self, directory: str, num_shards: int):
-        self.directory, self.num_shards = directory, num_shards
+    def __init__(self, directory: str, num_shards: int, compression_level: int):
+        self.directory, self.num_shards, self.compression_level = directory, num_shards, compression_level
 
     def process(self, element):
         import tensorflow as tf
@@ -113,7 +113,8 @@ class WriteShardFn(beam.DoFn):
         encoder = RecordBatchToExamplesEncoder()  # every column is a flat list: no schema needed
         fs.makedirs(self.directory)
         path = fs.join(self.directory, f"part-{shard:05d}-of-{self.num_shards:05d}.tfrecord.gz")
-        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        options = tf.io.TFRecordOptions(compression_type="GZIP", compression_level=self.compression_level)
+        with tf.io.TFRecordWriter(path, options=options) as writer:
             for batch in table.to_batches():
                 for record in encoder.encode(batch):
                     writer.write(record)
