@@ -38,7 +38,7 @@ def make_preprocessing_fn(pairs, top_k: dict, frequency_threshold: int, num_oov_
 
     def vocabulary(entity, tensors):
         values = tf.concat([t.values if isinstance(t, tf.SparseTensor) else tf.reshape(t, [-1]) for t in tensors], 0)
-        return tft.vocabulary(values, top_k=top_k[entity], frequency_threshold=frequency_threshold,
+        return tft.vocabulary(values, top_k=top_k[entity], frequency_threshold=frequency_threshold if frequency_threshold > 1 else None,
                               vocab_filename=vocabulary_name(entity))
 
     def lookup(x, vocab):
