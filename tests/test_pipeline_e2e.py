@@ -30,7 +30,7 @@ def test_run_generates_validates_and_writes_manifests(tiny_run, capsys):
     root = tiny_run
     runs = sorted(p.name for p in (root / "runs").iterdir())
     assert runs == ["2026-03-03"]
-    for step in ("generate", "validate"):
+    for step in ("generate", "validate", "sessionize", "corpora", "transform"):
         run_dir = root / "runs" / "2026-03-03" / step
         assert (run_dir / "_SUCCESS").exists()
         manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -49,14 +49,19 @@ def test_rerun_skips_everything_and_changes_nothing(tiny_run, capsys):
     before = digests(tiny_run, "raw", "derived", "oracle")
     assert main(["run", "--root", str(tiny_run), "--preset", "tiny"]) == 0
     out = capsys.readouterr().out
-    assert out.count("already succeeded") == 3 and "skipped" in out
+    assert out.count("already succeeded") == 5 and "skipped" in out
     assert digests(tiny_run, "raw", "derived", "oracle") == before
+
+
+RUN_OUTPUTS = ("raw", "derived", "oracle", "runs/2026-03-03/corpora/corpus", "runs/2026-03-03/transform/train",
+               "runs/2026-03-03/transform/validation", "runs/2026-03-03/transform/test",
+               "runs/2026-03-03/transform/transform_fn/assets")
 
 
 def test_forced_rerun_gives_identical_outputs(tiny_run, capsys):
-    before = digests(tiny_run, "raw", "derived", "oracle")
+    before = digests(tiny_run, *RUN_OUTPUTS)
     assert main(["run", "--root", str(tiny_run), "--preset", "tiny", "--force"]) == 0
-    assert digests(tiny_run, "raw", "derived", "oracle") == before
+    assert digests(tiny_run, *RUN_OUTPUTS) == before and any("transform/train" in k for k in before)
 
 
 def test_generate_cli_is_deterministic_by_seed(tmp_path):

@@ -35,10 +35,14 @@ def _files(lake: Lake, table: str, day: dt.date) -> list[str] | None:
     return parquet.partition_files(directory) if lake.complete(directory) else None
 
 
-def _plan_day(lake: Lake, cfg, day: dt.date, result: StepResult) -> tuple[list[Source], list[Source], int]:
+def _plan_day(lake: Lake, config, day: dt.date, result: StepResult) -> tuple[list[Source], list[Source], int]:
     """Sources of one example day, and its impression count; notes what is missing."""
+    cfg = config.sessionize
     impressions = _files(lake, "impressions", day)
     events = _files(lake, "events", day)
+    if impressions is None and events is not None and "impressions" not in config.validate.tables:
+        result.notes.append(f"{day}: events-only log (impressions are not validated): no examples")
+        return [], [], 0
     if impressions is None or events is None:
         raise StepError(f"sessionize: validated events/impressions of {day} are missing under "
                         f"{lake.path('derived', 'validated')}; run the validate step first")
@@ -84,8 +88,10 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
                     result.notes.append(f"{out} already built")
                     result.row_counts[f"examples/{day}"] = parquet.count_rows(out)
                     continue
-                events, impressions, n = _plan_day(lake, cfg, day, result)
+                events, impressions, n = _plan_day(lake, config, day, result)
                 staged[day] = (stage(out), n)
+                if n == 0:
+                    continue
                 progress(f"  sessionizing {day}: {n:,} impressions from {len(events)} event files")
                 _ = p | f"Day{day}" >> SessionizeDay(events, impressions, staged[day][0], spec,
                                                     cfg.negative_sample_rate, cfg.num_buckets)
