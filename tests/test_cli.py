@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import subprocess
+import os
 import sys
 
 import pytest
 
 from pipelines.cli import build_parser, main
 
-COMMANDS = ["generate", "run", "dag", "headroom"]
+COMMANDS = ["generate", "run", "dag", "headroom", "import"]
 
 
 def test_every_command_has_help(capsys):
@@ -22,7 +23,7 @@ def test_every_command_has_help(capsys):
 
 def test_console_script_and_module_entry_points():
     for cmd in (["adsformer", "--help"], [sys.executable, "-m", "pipelines", "--help"]):
-        exe = cmd if cmd[0] != "adsformer" else [sys.executable.replace("/python", "/adsformer")] + cmd[1:]
+        exe = cmd if cmd[0] != "adsformer" else [os.path.join(os.path.dirname(sys.executable), "adsformer")] + cmd[1:]
         out = subprocess.run(exe, capture_output=True, text=True, check=True).stdout
         assert "generate" in out and "run" in out
 
