@@ -339,3 +339,28 @@ def test_validate_runs_on_the_imported_taobao_sample(taobao_lake, capsys):
     valid = parquet.read_partition(validate.validated_dir(lake, "events", day))
     assert valid.num_rows == 110_300 and valid.schema.equals(EVENTS_SCHEMA)
     assert parquet.count_rows(validate.dead_letter_dir(lake, "events", day)) == 0
+
+
+@needs_data
+def test_sessionize_and_corpora_run_on_the_imported_taobao_sample(taobao_lake, capsys):
+    """Events only: sessionize writes no examples (and says why), corpora still builds sessions."""
+    import collections
+    import json
+
+    lake = Lake(str(taobao_lake))
+    stand_in = lake.raw("events", dt.date(2017, 11, 27))  # see the test above
+    if not lake.complete(stand_in):
+        with atomic_dir(stand_in) as tmp:
+            parquet.write_table(OUTPUT_SCHEMA.empty_table(), os.path.join(tmp, "part-00000.parquet"))
+    assert main(["run", "--root", str(taobao_lake), "--preset", "taobao",
+                 "--steps", "validate,sessionize,corpora"]) == 0
+    run = os.path.join(str(taobao_lake), "runs", "2017-11-27")
+    notes = json.load(open(os.path.join(run, "sessionize", "manifest.json")))["notes"]
+    assert any("events-only" in n for n in notes)
+    sessions = parquet.read_partition(lake.derived("sessions", dt.date(2017, 11, 26))).to_pylist()
+    views = collections.Counter()
+    for s in sessions:
+        views[s["user_key"]] += len(s["listings"])
+    assert sum(views.values()) == 98_361  # every 'pv' of the sample is in exactly one session
+    lines = open(os.path.join(run, "corpora", "corpus", "skipgram.txt")).read().splitlines()
+    assert len(lines) == sum(5 if s["purchased"] else 1 for s in sessions if len(s["listings"]) >= 2)
