@@ -44,12 +44,9 @@ class RunSummary:
 
     def render(self) -> str:
         width = max([len(o.name) for o in self.outcomes] + [4])
-        lines = [f"run {self.date} on {self.root}", f"  {'step':<{width}}  {'state':<10} {'seconds':>8}  rows"]
+        lines = [f"run {self.date} on {self.root}", f"  {'step':<{width}}  {'state':<10} {'seconds':>8}  rows per output"]
         for o in self.outcomes:
-            rows = sum(v for k, v in o.row_counts.items() if not k.startswith("dead_letter/"))
-            dead = sum(v for k, v in o.row_counts.items() if k.startswith("dead_letter/"))
-            rows_text = f"{rows:,}" + (f" (+{dead:,} dead letters)" if dead else "") if o.row_counts else "-"
-            lines.append(f"  {o.name:<{width}}  {o.state:<10} {o.seconds:>8.1f}  {rows_text}")
+            lines.append(f"  {o.name:<{width}}  {o.state:<10} {o.seconds:>8.1f}  {_rows_text(o.row_counts)}")
         for o in self.outcomes:
             places = sorted({re.sub(r"/dt=[^/]*$", "", path) for path in o.outputs.values()})
             if places:
@@ -59,6 +56,20 @@ class RunSummary:
             lines.append(f"\nstep {o.name} failed:\n{o.message}")
         lines.append(f"\nartifacts: {fs.join(self.root, 'runs', self.date.isoformat())}")
         return "\n".join(lines)
+
+
+def _rows_text(row_counts: dict) -> str:
+    """Row counts summed over days per output (``events/2026-03-01`` -> ``events``); dead letters apart."""
+    if not row_counts:
+        return "-"
+    totals: dict[str, int] = {}
+    for key, value in row_counts.items():
+        name = re.sub(r"/\d{4}-\d{2}-\d{2}$", "", key)
+        totals[name] = totals.get(name, 0) + value
+    dead = sum(v for k, v in totals.items() if k.startswith("dead_letter/"))
+    text = " · ".join(f"{k} {v:,}" for k, v in totals.items() if not k.startswith("dead_letter/"))
+    has_dead = any(k.startswith("dead_letter/") for k in totals)
+    return text + (f" (+{dead:,} dead letters)" if has_dead else "")
 
 
 _CODE_VERSION = None

@@ -80,7 +80,7 @@ def test_runner_runs_in_order_writes_manifests_and_skips_finished(monkeypatch, t
         manifest = StepManifest.model_validate_json(fs.read_text(fs.join(run_dir, "manifest.json")))
         assert manifest.step == name and manifest.config_hash == cfg.config_hash()
     text = summary.render()
-    assert "succeeded" in text and "5 (+1 dead letters)" in text
+    assert "succeeded" in text and "y 5 (+1 dead letters)" in text
     again = runner_mod.run_dag(cfg, D, lake, progress=lambda *_: None)
     assert CALLS == ["a", "b"] and [o.state for o in again.outcomes] == ["skipped", "skipped"]
     assert again.outcomes[0].row_counts == {"x": 3}
