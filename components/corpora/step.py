@@ -29,7 +29,7 @@ from components.corpora.sessions import PAIRS_SCHEMA, SESSIONS_SCHEMA, count_pai
 from components.corpora.text import TEXT_SCHEMA
 from components.lake import Lake, atomic_dir, commit, fs, parquet, stage
 from components.step import StepError, StepResult
-from components.validate.step import validated_dir
+from components.validate.step import validated_dir, validated_files
 from schemas.validation import stable_bucket
 
 MINUTE_MS = 60_000
@@ -52,11 +52,6 @@ def corpus_dir(lake: Lake, date) -> str:
     return fs.join(lake.run_dir(date, "corpora"), CORPUS_DIR)
 
 
-def _validated_files(lake: Lake, table: str, day) -> list[str] | None:
-    directory = validated_dir(lake, table, day)
-    return parquet.partition_files(directory) if lake.complete(directory) else None
-
-
 def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     """Build the corpus window's per-day corpora, then the run's corpus files. ``config``: the
     pipeline config (reads ``.corpora``, ``.window``, ``.beam``, ``.seed``, ``.runtime.force``)."""
@@ -75,7 +70,7 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
                 if lake.complete(out_s) and lake.complete(out_p) and not config.runtime.force:
                     result.notes.append(f"sessions and co-clicks of {day} already built")
                     continue
-                events = _validated_files(lake, "events", day)
+                events = validated_files(lake, "events", day)
                 if events is None:
                     raise StepError(f"corpora: validated events of {day} are missing under "
                                     f"{lake.path('derived', 'validated', 'events')}; run the validate step first")
@@ -87,7 +82,7 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
                                                         cfg.num_buckets)
             catalog_day = days[-1]
             out_t = listing_text_dir(lake, catalog_day)
-            listings = _validated_files(lake, "listings", catalog_day)
+            listings = validated_files(lake, "listings", catalog_day)
             if lake.complete(out_t) and not config.runtime.force:
                 result.notes.append(f"listing text of {catalog_day} already built")
             elif listings is None:

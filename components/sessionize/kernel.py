@@ -20,6 +20,8 @@ from schemas.examples import seq_column
 from schemas.raw import user_key
 
 ENTITY_COLUMNS = {"listing": "listing_id", "shop": "shop_id", "taxonomy": "taxonomy_id", "query": "query"}
+# The event columns the kernel reads (all but ``platform``), in schema order.
+EVENT_COLUMNS = ("event_id", "user_id", "browser_id", "ts", "action", "listing_id", "shop_id", "taxonomy_id", "query")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from components.lake import Lake, commit, fs, parquet, stage
 from components.sessionize.kernel import SessionSpec
 from components.sessionize.transforms import Source, SessionizeDay
 from components.step import StepError, StepResult
-from components.validate.step import validated_dir
+from components.validate.step import validated_dir, validated_files
 from schemas.raw import MS_PER_DAY, day_start_ms
 
 MINUTE_MS = 60_000
@@ -29,17 +29,11 @@ def session_spec(cfg) -> SessionSpec:
                        pairs=tuple(tuple(p) for p in cfg.pairs), attribution_ms=cfg.attribution_minutes * MINUTE_MS)
 
 
-def _files(lake: Lake, table: str, day: dt.date) -> list[str] | None:
-    """Parquet files of a validated partition, or None when it is not (completely) there."""
-    directory = validated_dir(lake, table, day)
-    return parquet.partition_files(directory) if lake.complete(directory) else None
-
-
 def _plan_day(lake: Lake, config, day: dt.date, result: StepResult) -> tuple[list[Source], list[Source], int]:
     """Sources of one example day, and its impression count; notes what is missing."""
     cfg = config.sessionize
-    impressions = _files(lake, "impressions", day)
-    events = _files(lake, "events", day)
+    impressions = validated_files(lake, "impressions", day)
+    events = validated_files(lake, "events", day)
     if impressions is None and events is not None and "impressions" not in config.validate.tables:
         result.notes.append(f"{day}: events-only log (impressions are not validated): no examples")
         return [], [], 0
@@ -49,13 +43,13 @@ def _plan_day(lake: Lake, config, day: dt.date, result: StepResult) -> tuple[lis
     start = day_start_ms(day)
     window = cfg.window_minutes * MINUTE_MS
     sources = [Source(p) for p in events]
-    previous = _files(lake, "events", day - dt.timedelta(days=1))
+    previous = validated_files(lake, "events", day - dt.timedelta(days=1))
     if previous is None:
         result.notes.append(f"{day}: no validated events of {day - dt.timedelta(days=1)}; "
                             "sessions crossing midnight start at 00:00")
     else:
         sources += [Source(p, lo_ms=start - window) for p in previous]
-    following = _files(lake, "events", day + dt.timedelta(days=1))
+    following = validated_files(lake, "events", day + dt.timedelta(days=1))
     if following is None:
         message = (f"{day}: labels immature: purchases up to {cfg.attribution_minutes} min after late clicks "
                    f"fall on {day + dt.timedelta(days=1)}, whose validated events are not there yet")

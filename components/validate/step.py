@@ -34,6 +34,12 @@ def validated_dir(lake: Lake, table: str, day) -> str:
     return lake.derived(f"validated/{table}", day)
 
 
+def validated_files(lake: Lake, table: str, day) -> list[str] | None:
+    """Parquet files of a validated partition, or None when it is not (completely) there."""
+    directory = validated_dir(lake, table, day)
+    return parquet.partition_files(directory) if lake.complete(directory) else None
+
+
 def dead_letter_dir(lake: Lake, table: str, day) -> str:
     return lake.derived(f"dead_letter/{table}", day)
 
