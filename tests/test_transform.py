@@ -159,3 +159,25 @@ def test_two_days_of_data_train_on_the_first_with_a_validation_fraction(tmp_path
     assert abs(len(validation) / n1 - 0.2) < 0.05
     n2 = parquet.count_rows(os.path.join(root, "derived", "examples", "dt=2026-03-02"))
     assert len(test) == n2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("beam_args", [
+    ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+    ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"],
+])
+def test_other_runners_give_identical_records(lake, tmp_path, beam_args):
+    import shutil
+
+    from components.lake import Lake
+    from components.transform import step
+
+    root, cfg, date = lake
+    copy = str(tmp_path / "lake")
+    shutil.copytree(os.path.join(root, "derived", "examples"), os.path.join(copy, "derived", "examples"))
+    other = cfg.model_copy(deep=True)
+    other.beam.extra_args = list(beam_args)
+    step.run(other, date, Lake(copy), progress=lambda *_: None)
+    for sub in ("train", "validation", "test", "transform_fn/assets"):
+        mine = _digests(os.path.join(copy, "runs", str(date), "transform", sub))
+        assert mine and mine == _digests(os.path.join(root, "runs", str(date), "transform", sub))
