@@ -3,12 +3,23 @@
 Writes ``bench/results.json`` and ``bench/results.md``. Every entry runs its work in a
 fresh subprocess so its peak memory (ru_maxrss) is its own. Entries:
 
-- ``generate``: synthetic-marketplace events/s on the ``local`` and ``bench`` presets,
-  against the rate of just writing the same events to Parquet (the I/O floor).
+- ``generate``: synthetic-marketplace events/s on the ``local`` (5 days) and ``bench`` (3
+  days, ~10M events each) presets, against the rate of just writing the same events to
+  Parquet (the I/O floor).
 - ``validate``: the Beam validate job's rows/s on one ``bench`` day, against the same
   checks run by one process over the whole table (``schemas.validation`` without Beam).
 - ``headroom``: ROC-AUC of the oracle click probabilities vs a non-personalized logistic
   regression on the ``local`` preset (issue 2 acceptance: the oracle leads by >= 0.05).
+- ``sessionize``: the sessionize step (Beam, the ``bench`` preset's runner: DirectRunner
+  in_memory) on one example day of ~1M and ~4M events (the rows the day reads: the last
+  hour of the day before, the day, the next day's purchases in its first hour), cut from
+  the generated ``bench`` days as self-consistent subsets of user keys
+  (``pipelines.bench_sessionize``). Reference, same run, same Parquet inputs: the same job
+  written in SQL for DuckDB (all cores), whose examples are checked equal to the step's.
+  Per size: events/s of each (median of ``SESSIONIZE_REPEATS`` runs, each in a fresh
+  process, with its peak RSS), ``ratio_vs_duckdb`` = Beam events/s / DuckDB events/s, and
+  how time grows from 1M to 4M events (``growth`` = time ratio / event ratio; 1 is linear).
+  The load average is recorded: the machine may be shared.
 """
 from __future__ import annotations
 
@@ -17,12 +28,16 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-ENTRIES = ("generate", "validate", "headroom")
+ENTRIES = ("generate", "validate", "headroom", "sessionize")
+BENCH_DAYS = 3  # bench days generated: sessionize builds the middle one (it reads both neighbours)
+SESSIONIZE_SIZES = {"1M": 1_000_000, "4M": 4_000_000}  # events the example day reads
+SESSIONIZE_REPEATS = 3
 
 
 def _child(code: str) -> dict:
@@ -36,7 +51,7 @@ def _child(code: str) -> dict:
 
 def bench_generate(work: str) -> dict:
     out = {}
-    for preset, days in (("local", 5), ("bench", 1)):
+    for preset, days in (("local", 5), ("bench", BENCH_DAYS)):
         root = os.path.join(work, preset)
         out[preset] = _child(f"""
 import time, datetime as dt
@@ -50,12 +65,14 @@ seconds = time.perf_counter() - t
 days = [cfg.marketplace_start + dt.timedelta(days=k) for k in range({days})]
 events = sum(parquet.count_rows(f"{root}/raw/events/dt={{d}}") for d in days)
 impressions = sum(parquet.count_rows(f"{root}/raw/impressions/dt={{d}}") for d in days)
-# Reference: only writing the same events to Parquet (the I/O floor of generation).
-tables = [parquet.read_partition(f"{root}/raw/events/dt={{d}}") for d in days]
-t = time.perf_counter()
-for k, table in enumerate(tables):
+# Reference: only writing the same events to Parquet (the I/O floor of generation), a day at a time.
+write_seconds = 0.0
+for k, d in enumerate(days):
+    table = parquet.read_partition(f"{root}/raw/events/dt={{d}}")
+    t = time.perf_counter()
     parquet.write_table(table, f"{work}/ref-{preset}/part-{{k}}.parquet")
-write_seconds = time.perf_counter() - t
+    write_seconds += time.perf_counter() - t
+    del table
 _out = dict(days={days}, events=events, impressions=impressions, seconds=round(seconds, 2),
             events_per_s=round(events / seconds), parquet_write_events_per_s=round(events / write_seconds),
             ratio_vs_parquet_write=round(write_seconds / seconds, 3))
@@ -108,6 +125,85 @@ _out = headroom({root!r}, d0 + dt.timedelta(days=1), d0 + dt.timedelta(days=2))
 """)
 
 
+def bench_sessionize(work: str) -> dict:
+    root = os.path.join(work, "bench")
+    setup = _child(f"""
+import datetime as dt, time
+from pipelines.config import load_config
+from pipelines.bench_sessionize import prepare
+from components.sessionize.step import session_spec
+cfg = load_config("bench")
+day = cfg.marketplace_start + dt.timedelta(days=1)
+t = time.perf_counter()
+inputs = prepare({root!r}, day, {SESSIONIZE_SIZES!r}, {work!r}, session_spec(cfg.sessionize), cfg.validate.num_buckets,
+                 progress=lambda *_: None)
+_out = dict(day=day.isoformat(), inputs=inputs, seconds=round(time.perf_counter() - t, 1))
+""")
+    day = setup["day"]
+    out = {"day": day, "runner": None, "repeats": SESSIONIZE_REPEATS, "input_seconds": setup["seconds"], "sizes": {}}
+    for name, inputs in setup["inputs"].items():
+        lake, runs = inputs["root"], {"beam": [], "duckdb": []}
+        for k in range(SESSIONIZE_REPEATS):  # interleaved, so a change in the machine's load hits both
+            runs["beam"].append(_child(f"""
+import datetime as dt, os
+from pipelines.config import load_config
+from pipelines.bench_sessionize import run_beam
+cfg = load_config("bench")
+load = os.getloadavg()[0]
+_out = run_beam(cfg, {lake!r}, dt.date.fromisoformat({day!r}))
+_out.update(load_before=load, runner=cfg.beam.runner, mode=cfg.beam.direct_running_mode,
+            num_buckets=cfg.sessionize.num_buckets)
+"""))
+            runs["duckdb"].append(_child(f"""
+import datetime as dt, os, shutil
+import duckdb
+from pipelines.config import load_config
+from pipelines.bench_sessionize import run_duckdb
+cfg = load_config("bench")
+out_dir = os.path.join({work!r}, "duckdb-{name}")
+shutil.rmtree(out_dir, ignore_errors=True)
+load = os.getloadavg()[0]
+_out = run_duckdb(cfg, {lake!r}, dt.date.fromisoformat({day!r}), out_dir)
+_out.update(load_before=load, version=duckdb.__version__, threads=os.cpu_count())
+"""))
+        beam, duck = runs["beam"][-1], runs["duckdb"][-1]
+        check = _child(f"""
+from components.sessionize.step import session_spec
+from pipelines.config import load_config
+from pipelines.bench_sessionize import same_examples
+from schemas.examples import examples_schema
+schema = examples_schema(session_spec(load_config("bench").sessionize).pairs)
+_out = dict(equal=same_examples({beam["output"]!r}, {duck["output"]!r}, schema, sample={16 if inputs["events"] > 2_000_000 else 1}))
+""")
+        events = inputs["events"]
+        beam_s = statistics.median(r["seconds"] for r in runs["beam"])
+        duck_s = statistics.median(r["seconds"] for r in runs["duckdb"])
+        out["runner"] = f"{beam['runner']} {beam['mode']}"
+        out["sizes"][name] = dict(
+            events=events, impressions=inputs["impressions"], user_key_share=round(inputs["key_buckets"] / inputs["hash_buckets"], 4),
+            examples=beam["examples"], examples_equal=check["equal"] and beam["examples"] == duck["examples"] == inputs["impressions"],
+            beam_seconds=round(beam_s, 2), beam_events_per_s=round(events / beam_s),
+            beam_peak_rss_mb=max(r["peak_rss_mb"] for r in runs["beam"]), beam_num_buckets=beam["num_buckets"],
+            duckdb_seconds=round(duck_s, 2), duckdb_events_per_s=round(events / duck_s),
+            duckdb_peak_rss_mb=max(r["peak_rss_mb"] for r in runs["duckdb"]), duckdb_version=duck["version"],
+            duckdb_threads=duck["threads"], duckdb_passes=duck["parts"],
+            ratio_vs_duckdb=round(duck_s / beam_s, 3),
+            beam_seconds_all=[round(r["seconds"], 2) for r in runs["beam"]],
+            duckdb_seconds_all=[round(r["seconds"], 2) for r in runs["duckdb"]],
+            load_average=[round(r["load_before"], 2) for r in runs["beam"] + runs["duckdb"]],
+        )
+    small, large = (out["sizes"][n] for n in SESSIONIZE_SIZES)
+    scale = large["events"] / small["events"]
+    out["growth"] = {
+        "events": round(scale, 3),
+        "beam_time": round(large["beam_seconds"] / small["beam_seconds"], 3),
+        "duckdb_time": round(large["duckdb_seconds"] / small["duckdb_seconds"], 3),
+    }
+    out["growth"]["beam"] = round(out["growth"]["beam_time"] / scale, 3)
+    out["growth"]["duckdb"] = round(out["growth"]["duckdb_time"] / scale, 3)
+    return out
+
+
 def machine() -> dict:
     import multiprocessing
 
@@ -136,6 +232,18 @@ def to_markdown(results: dict) -> str:
         lines.append(f"| validate (bench, 1 day, {v['runner']} {v['mode']}) | rows/s | {v['beam_rows_per_s']:,} "
                      f"({v['rows']:,} rows, {v['beam_seconds']} s, peak {v['peak_rss_mb']} MB) | "
                      f"same checks, one process: {v['kernel_rows_per_s']:,} rows/s | {v['ratio_vs_kernel']} |")
+    se = results.get("sessionize")
+    if se:
+        for name, r in se["sizes"].items():
+            lines.append(
+                f"| sessionize (bench, 1 day, {name} events, {se['runner']}) | events/s | {r['beam_events_per_s']:,} "
+                f"({r['events']:,} events, {r['impressions']:,} examples, {r['beam_seconds']} s, peak {r['beam_peak_rss_mb']} MB) | "
+                f"same job in DuckDB {r['duckdb_version']} SQL, {r['duckdb_threads']} threads: {r['duckdb_events_per_s']:,} events/s "
+                f"({r['duckdb_seconds']} s, peak {r['duckdb_peak_rss_mb']} MB; same examples: {'yes' if r['examples_equal'] else 'NO'}) "
+                f"| {r['ratio_vs_duckdb']} |")
+        g = se["growth"]
+        lines.append(f"| sessionize 1M -> 4M events (x{g['events']}) | time growth / event growth (1 = linear) | "
+                     f"Beam {g['beam']} (time x{g['beam_time']}) | DuckDB {g['duckdb']} (time x{g['duckdb_time']}) | |")
     h = results.get("headroom")
     if h:
         lines.append(f"| headroom (local, test day) | ROC-AUC | oracle {h['oracle_roc_auc']:.4f} | "
@@ -155,7 +263,7 @@ def main(argv=None) -> int:
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
     results.update(measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), machine=machine())
     with tempfile.TemporaryDirectory(prefix="adsformer-bench-", dir=args.work) as work:
-        needs_data = {"validate": "generate", "headroom": "generate"}
+        needs_data = {"validate": "generate", "headroom": "generate", "sessionize": "generate"}
         if any(needs_data.get(e) for e in entries) and "generate" not in entries:
             entries = ["generate"] + entries
         for name in entries:

@@ -50,28 +50,42 @@ def sequences(events: pa.Table, impressions: pa.Table, spec: SessionSpec) -> dic
     span = int(max(ev_ts.max(initial=t0), imp_ts.max(initial=t0)) - t0 + 1)
     if (int(codes.max(initial=0)) + 1) * span >= 2**62:
         raise OverflowError("too many user keys x time span for one batch; split the batch by key bucket")
-    lower = imp_code * span + (imp_ts - spec.window_ms - t0)
     upper = imp_code * span + (imp_ts - t0)
+    # Impressions in (key, ts) order: sorted needles make ``searchsorted`` walk the events in
+    # order (numpy narrows each search by the previous one), several times faster than at random.
+    by_key_ts = np.argsort(upper, kind="stable")
+    upper_sorted = upper[by_key_ts]
+    lower_sorted = upper_sorted - spec.window_ms
 
     out = {}
     actions = events.column("action").combine_chunks()
+    entities = {c: events.column(c).combine_chunks() for c in sorted({ENTITY_COLUMNS[e] for e, _ in spec.pairs})}
     for action in sorted({a for _, a in spec.pairs}):
         rows = np.flatnonzero(pc.fill_null(pc.equal(actions, action), False).to_numpy(zero_copy_only=False))
         order = rows[np.lexsort((_rank(events.column("event_id").take(rows)), ev_ts[rows], ev_code[rows]))] \
             if len(rows) else rows
         composite = ev_code[order] * span + (ev_ts[order] - t0)
-        lo = np.searchsorted(composite, lower, side="left")
-        hi = np.searchsorted(composite, upper, side="left")
-        lengths = np.minimum(hi - lo, spec.max_len)
+        lo = np.searchsorted(composite, lower_sorted, side="left")
+        hi = np.searchsorted(composite, upper_sorted, side="left")
+        last, lengths = np.empty_like(upper), np.empty_like(upper)
+        last[by_key_ts] = hi - 1
+        lengths[by_key_ts] = np.minimum(hi - lo, spec.max_len)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
-        within = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1].astype(np.int64), lengths)
-        picked = order[np.repeat(hi - 1, lengths) - within] if offsets[-1] else np.zeros(0, np.int64)
+        # Each list is a run of the action's events in (key, ts, event_id) order, read backwards
+        # from ``last``: value k of impression j is at ``last[j] - k``, i.e. at
+        # ``(last[j] + offsets[j]) - (offsets[j] + k)`` with ``offsets[j] + k`` its global index.
+        n = int(offsets[-1])
+        index = np.int32 if len(order) + n < 2**31 else np.int64
+        positions = np.repeat((last + offsets[:-1]).astype(index), lengths)
+        positions -= np.arange(n, dtype=index)
+        positions = pa.array(positions)
         for entity, act in spec.pairs:
             if act != action:
                 continue
-            values = events.column(ENTITY_COLUMNS[entity]).take(pa.array(picked, pa.int64())).combine_chunks()
-            out[seq_column(entity, action)] = pa.ListArray.from_arrays(pa.array(offsets), values)
+            # Gather the run-ordered column once, then read runs from it: near-sequential access.
+            ordered = entities[ENTITY_COLUMNS[entity]].take(pa.array(order, pa.int64()))
+            out[seq_column(entity, action)] = pa.ListArray.from_arrays(pa.array(offsets), ordered.take(positions))
     return {seq_column(e, a): out[seq_column(e, a)] for e, a in spec.pairs}
 
 

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from components.beam_arrow import WriteBucketFn, split_by_bucket
+from components.beam_arrow import BackgroundFn, WriteBucketFn, from_ipc, sort_table, split_by_bucket, to_ipc
 from components.lake import fs
 from components.sessionize.examples import build_examples
 from components.sessionize.kernel import EVENT_COLUMNS, SessionSpec
@@ -23,6 +23,7 @@ from schemas.raw import EVENTS_SCHEMA, IMPRESSIONS_SCHEMA, user_key
 from schemas.validation import stable_bucket
 
 KEY = "_user_key"
+OUTPUT_ORDER = ("ts", "impression_id")  # row order of each written examples file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,43 +79,64 @@ class ReadSourceFn(beam.DoFn):
             yield table.append_column(KEY, user_key(table))
 
 
-class ReadBucketsFn(beam.DoFn):
-    """Reads one file (``columns`` only), keeps the rows a day needs, splits them by user-key bucket.
+EVENTS, IMPRESSIONS = "events", "impressions"
+READ_COLUMNS = {EVENTS: EVENT_COLUMNS, IMPRESSIONS: None}  # None: every column (all are carried)
 
-    The key is hashed, not carried: no key column crosses the shuffle.
+
+class ReadBucketsFn(BackgroundFn):
+    """Reads one ``(kind, source)`` file, keeps the rows and columns a day needs, splits them by
+    user-key bucket: ``(bucket, (kind, Arrow IPC bytes))``.
+
+    The key is hashed, not carried, so no key column crosses the shuffle; events and
+    impressions travel in one PCollection, so one ``GroupByKey`` brings a bucket together
+    without the extra decode/encode pass a ``CoGroupByKey`` (a Flatten of tagged inputs)
+    costs; tables cross it as IPC bytes, not pickles (``components.beam_arrow``). The next
+    file is read in the background while Beam encodes this one's outputs.
     """
 
-    def __init__(self, columns: tuple[str, ...] | None, num_buckets: int):
-        self.columns, self.num_buckets = columns, num_buckets
+    def __init__(self, num_buckets: int, threads: int = 1):
+        super().__init__(threads)
+        self.num_buckets = num_buckets
 
-    def process(self, source: Source):
-        table = read_source(source, list(self.columns) if self.columns else None)
-        if table.num_rows:
-            yield from split_by_bucket(table, stable_bucket(user_key(table), self.num_buckets), self.num_buckets)
+    def work(self, element) -> list[tuple[int, tuple[str, bytes]]]:
+        kind, source = element
+        columns = READ_COLUMNS[kind]
+        table = read_source(source, list(columns) if columns else None)
+        if not table.num_rows:
+            return []
+        keys = user_key(table).dictionary_encode()  # hash each distinct key once
+        buckets = stable_bucket(keys.dictionary, self.num_buckets)[keys.indices.to_numpy()]
+        return [(bucket, (kind, to_ipc(part))) for bucket, part in split_by_bucket(table, buckets, self.num_buckets)]
 
 
-class SessionizeBucketFn(beam.DoFn):
-    """All events and impressions of a bucket of user keys -> that bucket's examples."""
+class SessionizeBucketFn(WriteBucketFn):
+    """All events and impressions of a bucket of user keys -> that bucket's examples, written
+    as ``part-<bucket>.parquet`` in ``out_dir`` (rows in ``OUTPUT_ORDER``); emits ``(path, rows)``."""
 
-    def __init__(self, spec: SessionSpec, negative_rate: float):
+    def __init__(self, spec: SessionSpec, negative_rate: float, out_dir: str):
+        super().__init__(out_dir, OUTPUT_ORDER)
         self.spec, self.negative_rate = spec, negative_rate
         self.examples = Metrics.counter("sessionize", "examples")
         self.events = Metrics.counter("sessionize", "events_in_buckets")
 
-    def process(self, element):
-        bucket, groups = element
-        impressions = _concat(groups["impressions"], IMPRESSIONS_SCHEMA)
+    def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        bucket, tagged = element
+        groups = {EVENTS: [], IMPRESSIONS: []}
+        for kind, data in tagged:
+            groups[kind].append(from_ipc(data))
+        impressions = _concat(groups[IMPRESSIONS], IMPRESSIONS_SCHEMA)
         if impressions.num_rows == 0:
             return
-        events = _concat(groups["events"], pa.schema([EVENTS_SCHEMA.field(c) for c in EVENT_COLUMNS]))
+        # Examples keep the impressions' row order: in the output order, the writer need not re-sort them.
+        impressions = sort_table(impressions, OUTPUT_ORDER)
+        events = _concat(groups[EVENTS], pa.schema([EVENTS_SCHEMA.field(c) for c in EVENT_COLUMNS]))
         self.events.inc(events.num_rows)
         examples = build_examples(events, impressions, self.spec, self.negative_rate)
         self.examples.inc(examples.num_rows)
-        yield bucket, examples
+        yield from self.submit((bucket, examples), window, timestamp)
 
 
-def _concat(tables, schema: pa.Schema) -> pa.Table:
-    tables = list(tables)
+def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
@@ -129,16 +151,12 @@ class SessionizeDay(beam.PTransform):
         self.negative_rate, self.num_buckets = negative_rate, num_buckets
 
     def expand(self, pbegin):
-        def keyed(name, sources, columns):
-            return (pbegin
-                    | f"{name}Files" >> beam.Create(sources)
-                    | f"{name}Spread" >> beam.Reshuffle()
-                    | f"Read{name}" >> beam.ParDo(ReadBucketsFn(columns, self.num_buckets)))
-
+        sources = [(EVENTS, s) for s in self.event_sources] + [(IMPRESSIONS, s) for s in self.impression_sources]
         return (
-            {"events": keyed("Events", self.event_sources, EVENT_COLUMNS),
-             "impressions": keyed("Impressions", self.impression_sources, None)}
-            | "CoGroupByUserKey" >> beam.CoGroupByKey()
-            | "Sessionize" >> beam.ParDo(SessionizeBucketFn(self.spec, self.negative_rate))
-            | "Write" >> beam.ParDo(WriteBucketFn(self.out_dir, ("ts", "impression_id")))
+            pbegin
+            | "Files" >> beam.Create(sources)
+            | "Spread" >> beam.Reshuffle()
+            | "ReadByBucket" >> beam.ParDo(ReadBucketsFn(self.num_buckets))
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "SessionizeAndWrite" >> beam.ParDo(SessionizeBucketFn(self.spec, self.negative_rate, self.out_dir))
         )
