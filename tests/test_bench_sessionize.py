@@ -123,7 +123,7 @@ def test_duckdb_reference_writes_the_examples_of_the_beam_step(inputs, beam_exam
         assert duck["parts"] == (-(-lake["events"] // 500) if method == "max_by" else 1)
         assert got.equals(want), (name, method)
         assert bs.same_examples(str(tmp_path / name), beam_examples_dir(lake), schema)
-        # The data exercises what matters: capped lists, purchases, clicks without click_ts, empty lists.
+        # The data exercises what matters: lists at the cap, empty lists, purchase labels.
         lengths = pc.list_value_length(want.column("seq_listing_view")).to_numpy()
         assert lengths.max() == 3 and (lengths == 0).any()
         assert pc.sum(want.column("purchased")).as_py() > 0
