@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from components.sessionize.kernel import rank_strings
 from schemas.raw import user_key
 
 SESSIONS_SCHEMA = pa.schema([
@@ -39,13 +40,6 @@ def _codes(array) -> np.ndarray:
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _rank(strings) -> np.ndarray:
-    idx = pc.sort_indices(strings).to_numpy()
-    rank = np.empty(len(idx), dtype=np.int64)
-    rank[idx] = np.arange(len(idx))
-    return rank
-
-
 def session_starts(composite: np.ndarray, session_ms: int) -> np.ndarray:
     """Indices where sessions start in ``composite`` (sorted ``key * span + ts``)."""
     starts, pos, n = [], 0, len(composite)
@@ -64,7 +58,7 @@ def split_sessions(events: pa.Table, session_ms: int) -> pa.Table:
     keys = user_key(events)
     code = _codes(keys)
     ts = pc.cast(events.column("ts"), pa.int64()).to_numpy(zero_copy_only=False)
-    order = np.lexsort((_rank(events.column("event_id")), ts, code))
+    order = np.lexsort((rank_strings(events.column("event_id")), ts, code))
     t0 = int(ts.min())
     span = int(ts.max()) - t0 + session_ms + 1  # > any in-key jump, so jumps stop at key boundaries
     composite = code[order] * span + (ts[order] - t0)
@@ -122,7 +116,7 @@ def coclick_pairs(sessions: pa.Table, max_listings: int) -> pa.Table:
         return PAIRS_SCHEMA.empty_table()
     names = pc.dictionary_encode(flat)
     names = (names.combine_chunks() if isinstance(names, pa.ChunkedArray) else names).dictionary
-    rank_of = _rank(names)  # order codes by string so the stored pair is (smaller, larger)
+    rank_of = rank_strings(names)  # order codes by string so the stored pair is (smaller, larger)
     swap = rank_of[a] > rank_of[b]
     a, b = np.where(swap, b, a), np.where(swap, a, b)
     pairs = pa.table({"listing_a": names.take(pa.array(a)), "listing_b": names.take(pa.array(b))})

@@ -62,7 +62,7 @@ def sequences(events: pa.Table, impressions: pa.Table, spec: SessionSpec) -> dic
     entities = {c: events.column(c).combine_chunks() for c in sorted({ENTITY_COLUMNS[e] for e, _ in spec.pairs})}
     for action in sorted({a for _, a in spec.pairs}):
         rows = np.flatnonzero(pc.fill_null(pc.equal(actions, action), False).to_numpy(zero_copy_only=False))
-        order = rows[np.lexsort((_rank(events.column("event_id").take(rows)), ev_ts[rows], ev_code[rows]))] \
+        order = rows[np.lexsort((rank_strings(events.column("event_id").take(rows)), ev_ts[rows], ev_code[rows]))] \
             if len(rows) else rows
         composite = ev_code[order] * span + (ev_ts[order] - t0)
         lo = np.searchsorted(composite, lower_sorted, side="left")
@@ -89,7 +89,7 @@ def sequences(events: pa.Table, impressions: pa.Table, spec: SessionSpec) -> dic
     return {seq_column(e, a): out[seq_column(e, a)] for e, a in spec.pairs}
 
 
-def _rank(strings: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def rank_strings(strings: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Rank of each string in sorted order (a tie-breaker numpy can sort on)."""
     if len(strings) == 0:
         return np.zeros(0, np.int64)
