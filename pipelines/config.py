@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from components.beam_options import BeamConfig
 from components.corpora.config import CorporaConfig
 from components.marketplace.config import MarketplaceConfig
+from components.representations.config import RepresentationsConfig
 from components.sessionize.config import SessionizeConfig
 from components.transform.config import TransformConfig
 from components.validate.step import ValidateConfig
@@ -48,6 +49,7 @@ class PipelineConfig(BaseModel):
     sessionize: SessionizeConfig = Field(default_factory=SessionizeConfig)
     corpora: CorporaConfig = Field(default_factory=CorporaConfig)
     transform: TransformConfig = Field(default_factory=TransformConfig)
+    representations: RepresentationsConfig = Field(default_factory=RepresentationsConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions, exclude=True)
 

@@ -4,7 +4,9 @@ Beam is imported lazily so commands that never touch the lake start fast.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 
 
 def _fs():
@@ -103,3 +105,30 @@ def move_tree(source: str, destination: str) -> None:
     dst = [destination.rstrip("/") + "/" + f[len(src_prefix):] for f in files]
     if files:
         _fs().rename(files, dst)
+
+
+@contextlib.contextmanager
+def local_dir(directory: str, mode: str):
+    """A local directory standing in for ``directory`` for libraries that only do local I/O
+    (fastText, faiss, Keras): ``mode="r"`` downloads it first, ``mode="w"`` uploads what was
+    written on clean exit. A local ``directory`` is used as is."""
+    if is_local(directory):
+        if mode == "w":
+            os.makedirs(directory, exist_ok=True)
+        yield directory
+        return
+    with tempfile.TemporaryDirectory(prefix="adsformer-") as tmp:
+        base = directory.rstrip("/") + "/"
+        if mode == "r":
+            for path in list_tree(directory):
+                local = os.path.join(tmp, path[len(base):])
+                os.makedirs(os.path.dirname(local), exist_ok=True)
+                with open(local, "wb") as f:
+                    f.write(read_bytes(path))
+        yield tmp
+        if mode == "w":
+            for walk_base, _, files in os.walk(tmp):
+                for name in files:
+                    local = os.path.join(walk_base, name)
+                    with open(local, "rb") as f:
+                        write_bytes(base + os.path.relpath(local, tmp), f.read())
