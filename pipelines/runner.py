@@ -30,6 +30,7 @@ class StepOutcome:
     row_counts: dict = dataclasses.field(default_factory=dict)
     outputs: dict = dataclasses.field(default_factory=dict)
     message: str = ""
+    notes: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -46,7 +47,9 @@ class RunSummary:
         width = max([len(o.name) for o in self.outcomes] + [4])
         lines = [f"run {self.date} on {self.root}", f"  {'step':<{width}}  {'state':<10} {'seconds':>8}  rows per output"]
         for o in self.outcomes:
-            lines.append(f"  {o.name:<{width}}  {o.state:<10} {o.seconds:>8.1f}  {_rows_text(o.row_counts)}")
+            skip = next((n for n in o.notes if n.startswith("skipped:")), None)
+            rows = skip if skip and not o.row_counts else _rows_text(o.row_counts)
+            lines.append(f"  {o.name:<{width}}  {o.state:<10} {o.seconds:>8.1f}  {rows}")
         for o in self.outcomes:
             places = sorted({re.sub(r"/dt=[^/]*$", "", path) for path in o.outputs.values()})
             if places:
@@ -141,7 +144,8 @@ def run_dag(config, date: dt.date, lake: Lake, only: list[str] | None = None, pr
 def _skipped(step: Step, run_dir: str) -> StepOutcome:
     try:
         m = json.loads(fs.read_text(fs.join(run_dir, "manifest.json")))
-        return StepOutcome(step.name, "skipped", 0.0, m.get("row_counts", {}), m.get("outputs", {}))
+        return StepOutcome(step.name, "skipped", 0.0, m.get("row_counts", {}), m.get("outputs", {}),
+                           notes=m.get("notes", []))
     except (OSError, ValueError):
         return StepOutcome(step.name, "skipped")
 
@@ -168,4 +172,4 @@ def _execute(step: Step, config, date: dt.date, lake: Lake, run_dir: str, progre
         row_counts=result.row_counts, metrics=result.metrics, notes=result.notes)
     fs.write_text(fs.join(run_dir, "manifest.json"), manifest.model_dump_json(indent=2) + "\n")
     mark_success(run_dir)
-    return StepOutcome(step.name, "succeeded", seconds, result.row_counts, result.outputs)
+    return StepOutcome(step.name, "succeeded", seconds, result.row_counts, result.outputs, notes=result.notes)

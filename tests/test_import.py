@@ -342,8 +342,10 @@ def test_validate_runs_on_the_imported_taobao_sample(taobao_lake, capsys):
 
 
 @needs_data
-def test_sessionize_and_corpora_run_on_the_imported_taobao_sample(taobao_lake, capsys):
-    """Events only: sessionize writes no examples (and says why), corpora still builds sessions."""
+def test_sessionize_corpora_and_skipgram_run_on_the_imported_taobao_sample(taobao_lake, capsys):
+    """Events only: sessionize writes no examples (and says why), corpora still builds sessions,
+    skip-gram vectors pass the quality checks against the items' categories, and the
+    catalog-based representations are skipped with the reason in their manifests."""
     import collections
     import json
 
@@ -353,8 +355,12 @@ def test_sessionize_and_corpora_run_on_the_imported_taobao_sample(taobao_lake, c
         with atomic_dir(stand_in) as tmp:
             parquet.write_table(OUTPUT_SCHEMA.empty_table(), os.path.join(tmp, "part-00000.parquet"))
     assert main(["run", "--root", str(taobao_lake), "--preset", "taobao",
-                 "--steps", "validate,sessionize,corpora"]) == 0
+                 "--steps", "validate,sessionize,corpora,skipgram,text_vectors"]) == 0
     run = os.path.join(str(taobao_lake), "runs", "2017-11-27")
+    quality = json.load(open(os.path.join(run, "skipgram", "manifest.json")))["metrics"]["quality"]["taxonomy_id"]
+    assert quality["cosine_gap"] > 0.02 and quality["purity_ratio"] > 1.5
+    text = json.load(open(os.path.join(run, "text_vectors", "manifest.json")))
+    assert text["metrics"]["skipped"].startswith("no catalog") and "skipped: no catalog" in capsys.readouterr().out
     notes = json.load(open(os.path.join(run, "sessionize", "manifest.json")))["notes"]
     assert any("events-only" in n for n in notes)
     sessions = parquet.read_partition(lake.derived("sessions", dt.date(2017, 11, 26))).to_pylist()

@@ -42,6 +42,8 @@ class TextVectorsConfig(_Representation):
     negatives: int = Field(5, ge=1)
     min_subword: int = Field(3, ge=0)
     max_subword: int = Field(6, ge=0)
+    subword_buckets: int = Field(2_000_000, ge=1, description="hashed subword rows (fastText -bucket); the model "
+                                                              "file holds buckets x dim floats")
     min_count: int = Field(10, ge=1, description="rarer tokens are dropped unless seen in recent ad interactions")
     ad_token_days: int = Field(30, ge=0, description="days of ad impressions/clicks whose listings' tokens are always kept")
     threads: int = Field(1, ge=1, description="fastText threads; more than 1 is Hogwild and not reproducible")

@@ -122,7 +122,7 @@ class TextRepresentation(Representation):
                      f"{cfg.epochs} epochs")
             model = fasttext_train.train(path, model_dir, model="skipgram", loss="ns", neg=cfg.negatives,
                                          dim=cfg.dim, ws=cfg.window, epoch=cfg.epochs, lr=cfg.learning_rate,
-                                         minn=cfg.min_subword, maxn=cfg.max_subword, minCount=1, thread=cfg.threads)
+                                         minn=cfg.min_subword, maxn=cfg.max_subword, bucket=cfg.subword_buckets, minCount=1, thread=cfg.threads)
         return {"corpus_tokens": len(counts), "kept_tokens": len(keep), "dropped_tokens": len(counts) - len(keep),
                 "kept_below_min_count_as_ad_tokens": rescued, "ad_token_days": [d.isoformat() for d in self.ad_days],
                 "corpus_lines": len(lines), "vocabulary": len(fasttext_train.vocabulary(model)),
