@@ -49,9 +49,8 @@ def commit(tmp: str, directory: str, success: bool = True) -> None:
     An existing ``directory`` loses its ``_SUCCESS`` first, so nobody reads it mid-swap.
     """
     directory = directory.rstrip("/")
-    if fs.exists(directory):
-        clear_success(directory)
-        fs.delete_tree(directory)
+    clear_success(directory)
+    fs.delete_tree(directory)  # also a prefix of objects on object stores
     fs.move_tree(tmp, directory)
     if success:
         mark_success(directory)

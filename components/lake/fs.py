@@ -85,10 +85,18 @@ def write_text(path: str, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def delete_tree(path: str) -> None:
-    """Delete a file or a directory tree; a missing path is not an error."""
+def delete_tree(path: str) -> bool:
+    """Delete a file or a directory tree (on object stores: every object under the prefix, for
+    which ``exists`` is False); a missing path is not an error. True when something was deleted."""
     if exists(path):
         _fs().delete([path])
+        return True
+    if is_local(path):
+        return False
+    files = list_tree(path)
+    if files:
+        _fs().delete(files)
+    return bool(files)
 
 
 def move_tree(source: str, destination: str) -> None:
@@ -120,11 +128,7 @@ def local_dir(directory: str, mode: str):
     with tempfile.TemporaryDirectory(prefix="adsformer-") as tmp:
         base = directory.rstrip("/") + "/"
         if mode == "r":
-            for path in list_tree(directory):
-                local = os.path.join(tmp, path[len(base):])
-                os.makedirs(os.path.dirname(local), exist_ok=True)
-                with open(local, "wb") as f:
-                    f.write(read_bytes(path))
+            download_tree(directory, tmp)
         yield tmp
         if mode == "w":
             for walk_base, _, files in os.walk(tmp):
@@ -132,3 +136,13 @@ def local_dir(directory: str, mode: str):
                     local = os.path.join(walk_base, name)
                     with open(local, "rb") as f:
                         write_bytes(base + os.path.relpath(local, tmp), f.read())
+
+
+def download_tree(directory: str, local: str) -> None:
+    """Copy every file below the remote ``directory`` into the local directory ``local``."""
+    base = directory.rstrip("/") + "/"
+    for path in list_tree(directory):
+        target = os.path.join(local, path[len(base):])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as f:
+            f.write(read_bytes(path))
