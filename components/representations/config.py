@@ -61,7 +61,8 @@ class VisualConfig(_Representation):
     batch_size: int = Field(64, ge=2)
     phase1_epochs: int = Field(1, ge=0, description="epochs with the backbone frozen (paper: 1)")
     phase2_epochs: int = Field(8, ge=0, description="epochs with the last layers unfrozen (paper: 8)")
-    unfreeze_last: int = Field(50, ge=0, description="backbone layers trained in phase 2 (paper: 50)")
+    unfreeze_last: int = Field(50, ge=0, description="backbone layers trained in phase 2 (paper: 50 with ImageNet "
+                                                     "weights); 234 = the whole cut backbone, needed with random init")
     learning_rate: float = Field(1e-3, gt=0)
     rotation: float = Field(0.05, ge=0, description="RandomRotation factor (fraction of a full turn)")
     translation: float = Field(0.1, ge=0)
