@@ -152,7 +152,9 @@ def _skipped(step: Step, run_dir: str) -> StepOutcome:
 
 def _execute(step: Step, config, date: dt.date, lake: Lake, run_dir: str, progress) -> StepOutcome:
     clear_success(run_dir)
-    fs.delete_tree(fs.join(run_dir, "error.log"))
+    # A step's run directory is its own: outputs of an earlier attempt must not outlive it
+    # (a step that now skips, e.g. no images, would otherwise leave stale vectors behind).
+    fs.delete_tree(run_dir)
     fs.makedirs(run_dir)
     started, t0 = _now(), time.perf_counter()
     try:

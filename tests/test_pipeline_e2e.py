@@ -13,10 +13,15 @@ from pipelines.cli import main
 def digests(root: pathlib.Path, *subdirs: str) -> dict[str, str]:
     out = {}
     for sub in subdirs:
-        for p in sorted((root / sub).rglob("*")):
-            if p.is_file():
+        base = root / sub
+        for p in [base] if base.is_file() else sorted(base.rglob("*")):
+            if p.is_file() and p.name != "manifest.json":  # manifests carry timestamps
                 out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+STEPS = ("generate", "validate", "sessionize", "corpora", "transform", "skipgram", "text_vectors", "visual", "air",
+         "ann_index", "export_lookups")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +35,7 @@ def test_run_generates_validates_and_writes_manifests(tiny_run, capsys):
     root = tiny_run
     runs = sorted(p.name for p in (root / "runs").iterdir())
     assert runs == ["2026-03-03"]
-    for step in ("generate", "validate", "sessionize", "corpora", "transform"):
+    for step in STEPS:
         run_dir = root / "runs" / "2026-03-03" / step
         assert (run_dir / "_SUCCESS").exists()
         manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -49,19 +54,21 @@ def test_rerun_skips_everything_and_changes_nothing(tiny_run, capsys):
     before = digests(tiny_run, "raw", "derived", "oracle")
     assert main(["run", "--root", str(tiny_run), "--preset", "tiny"]) == 0
     out = capsys.readouterr().out
-    assert out.count("already succeeded") == 5 and "skipped" in out
+    assert out.count("already succeeded") == len(STEPS) and "skipped" in out
     assert digests(tiny_run, "raw", "derived", "oracle") == before
 
 
 RUN_OUTPUTS = ("raw", "derived", "oracle", "runs/2026-03-03/corpora/corpus", "runs/2026-03-03/transform/train",
                "runs/2026-03-03/transform/validation", "runs/2026-03-03/transform/test",
-               "runs/2026-03-03/transform/transform_fn/assets")
+               "runs/2026-03-03/transform/transform_fn/assets", "runs/2026-03-03/ann_index",
+               *(f"runs/2026-03-03/{step}/vectors.parquet" for step in ("skipgram", "text_vectors", "visual", "air")))
 
 
 def test_forced_rerun_gives_identical_outputs(tiny_run, capsys):
     before = digests(tiny_run, *RUN_OUTPUTS)
     assert main(["run", "--root", str(tiny_run), "--preset", "tiny", "--force"]) == 0
     assert digests(tiny_run, *RUN_OUTPUTS) == before and any("transform/train" in k for k in before)
+    assert sum(k.endswith("vectors.parquet") for k in before) == 4 and any(k.endswith(".faiss") for k in before)
 
 
 def test_generate_cli_is_deterministic_by_seed(tmp_path):
@@ -72,3 +79,22 @@ def test_generate_cli_is_deterministic_by_seed(tmp_path):
     assert a == b and len(a) > 10
     common = [k for k in a.keys() & c.keys() if k.endswith(".parquet")]
     assert len(common) >= 8 and all(a[k] != c[k] for k in common)
+
+
+def test_a_lake_without_images_skips_visual_and_the_rest_still_runs(tiny_run, tmp_path, capsys):
+    """Issue 4 point 8: a missing modality skips what needs it; the manifests say so."""
+    import shutil
+
+    root = tmp_path / "no-images"
+    shutil.copytree(tiny_run, root)
+    shutil.rmtree(root / "raw" / "images")
+    steps = "visual,air,ann_index,export_lookups"
+    assert main(["run", "--root", str(root), "--preset", "tiny", "--steps", steps, "--force"]) == 0
+    run = root / "runs" / "2026-03-03"
+    manifest = {s: json.loads((run / s / "manifest.json").read_text()) for s in steps.split(",")}
+    assert "image" in manifest["visual"]["metrics"]["skipped"]
+    assert not (run / "visual" / "vectors.parquet").exists()
+    assert manifest["air"]["row_counts"]["vectors"] > 0 and manifest["air"]["metrics"]["quality"]["taxonomy_id"]["cosine_gap"] > 0.02
+    assert any(n.startswith("skipped visual") for n in manifest["ann_index"]["notes"])
+    assert any(n.startswith("skipped visual") for n in manifest["export_lookups"]["notes"])
+    assert (run / "export_lookups" / "air").is_dir() and not (run / "export_lookups" / "visual").exists()

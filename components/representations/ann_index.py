@@ -97,12 +97,11 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
         raise StepError(f"ann_index: unknown representation(s) {unknown} in representations.ann_index."
                         f"representations; known: {sorted(STEP_OF)}")
     if not cfg.enabled:
-        return _skip_all(result, cfg.representations, "disabled by config (representations.ann_index.enabled=false)",
-                         lake, date)
+        return _skip_all(result, cfg.representations, "disabled by config (representations.ann_index.enabled=false)")
     table = catalog(lake, date)
     if table is None:
         return _skip_all(result, cfg.representations, f"no validated catalog of {date} (events-only logs have none), "
-                         "so no listing is known to have an active campaign", lake, date)
+                         "so no listing is known to have an active campaign")
     campaign = pc.and_(table.column("is_active"), table.column("has_active_campaign"))
     ads = table.column("listing_id").filter(campaign)
     listings = table.column("listing_id")
@@ -111,15 +110,14 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     for name in cfg.representations:
         vectors = load_representation(lake, date, name)
         if vectors is None:
-            _skip(result, name, missing_reason(lake, date, name), lake, date)
+            _skip(result, name, missing_reason(lake, date, name))
             continue
         result.inputs.append(vectors_path(lake, date, name))
         ids = pa.array(vectors.ids.tolist(), pa.string())
         in_ads = _mask(ids, ads)
         indexed = Vectors(vectors.ids[in_ads], vectors.matrix[in_ads])
         if len(indexed) == 0:
-            _skip(result, name, f"none of the {len(ads):,} listings with an active campaign has a {name} vector",
-                  lake, date)
+            _skip(result, name, f"none of the {len(ads):,} listings with an active campaign has a {name} vector")
             continue
         in_catalog = _mask(ids, listings)
         queries = Vectors(vectors.ids[in_catalog], vectors.matrix[in_catalog])
@@ -212,18 +210,14 @@ def _write_atomic(path: str, data: bytes) -> None:
         raise
 
 
-def _skip(result: StepResult, name: str, reason: str, lake: Lake, date) -> None:
+def _skip(result: StepResult, name: str, reason: str) -> None:
     result.notes.append(f"skipped {name}: {reason}")
     result.metrics["skipped"][name] = reason
-    for stale in (index_path(lake, date, name), ids_path(lake, date, name)):
-        if fs.exists(stale):  # from an earlier run of this date
-            fs.delete_tree(stale)
-            result.notes.append(f"removed the stale {stale} of an earlier run")
 
 
-def _skip_all(result: StepResult, names, reason: str, lake: Lake, date) -> StepResult:
+def _skip_all(result: StepResult, names, reason: str) -> StepResult:
     for name in names:
-        _skip(result, name, reason, lake, date)
+        _skip(result, name, reason)
     return result
 
 

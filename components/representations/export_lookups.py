@@ -49,9 +49,6 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
             result.notes.append(f"skipped {name}: {reason}")
             skipped[name] = reason
             progress(f"  {name}: no vectors, skipped ({reason})")
-            stale = lookup_dir(lake, date, name)
-            if fs.delete_tree(stale):  # from an earlier run of this date, when the vectors existed
-                result.notes.append(f"removed the stale {name} lookup of an earlier run at {stale}")
             continue
         result.inputs.append(source)
         try:
