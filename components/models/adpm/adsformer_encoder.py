@@ -1,0 +1,77 @@
+"""ADPM component 1 for one sequence: the adSformer encoder (paper 000 §2.3, Figure 2; eqs. 1-8)."""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from components.models.adpm.adsformer_block import AdsformerBlock
+from components.models.adpm.pooling import MaskedGlobalPooling
+
+
+@keras.saving.register_keras_serializable(package="adsformer")
+class AdsformerEncoder(keras.layers.Layer):
+    """Target listing + its padded listing sequence -> a ``d1`` vector.
+
+    Inputs: ``target`` int64 ``[B]`` (vocabulary index of the target listing, ``0..K``) and
+    ``sequence`` int64 ``[B, M]`` (vocabulary indices, newest first, padding -1; only the first
+    ``max_len`` positions are kept)::
+
+        t        = [target, s_1, ..., s_M]                      (target at position 0, length M+1)
+        m        = [True, s_1 >= 0, ..., s_M >= 0]              (the target is never masked)
+        x_0      = E[t + 1] + P[0..M]                           (EP = E + P; E row 0 = padding,
+                                                                 P learned, paper ref. [15])
+        x_n      = AdsformerBlock(x_{n-1}, m),  n = 1..N        (eqs. 1-6)
+        o_1      = GlobalMaxPooling_m(x_N)   or   GlobalAveragePooling_m(x_N)   (eq. 8, §5.1 ablation)
+
+    Pooling runs over the valid positions only, so padding never wins the max; the target is
+    always valid, so no row is empty. Embedding ``E`` has ``vocabulary_size + 1`` rows: the
+    vocabulary (``K + 1`` rows including the OOV row) shifted by one, row 0 for padding.
+    """
+
+    def __init__(self, vocabulary_size: int, embedding_dim: int = 32, max_len: int = 50, heads: int = 3,
+                 blocks: int = 1, ff_dim: int = 64, dropout: float = 0.0, pooling: str = "max",
+                 leaky_relu_alpha: float = 0.2, layer_norm_epsilon: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        if vocabulary_size < 1 or embedding_dim < 1 or max_len < 1 or blocks < 1:
+            raise ValueError(f"AdsformerEncoder needs vocabulary_size, embedding_dim, max_len and blocks >= 1, got "
+                             f"{vocabulary_size}, {embedding_dim}, {max_len}, {blocks}")
+        self.vocabulary_size, self.embedding_dim, self.max_len = vocabulary_size, embedding_dim, max_len
+        self.heads, self.blocks, self.ff_dim, self.dropout = heads, blocks, ff_dim, dropout
+        self.pooling, self.leaky_relu_alpha, self.layer_norm_epsilon = pooling, leaky_relu_alpha, layer_norm_epsilon
+        self.pool = MaskedGlobalPooling(pooling, name="pool")
+
+    def build(self, target_shape, sequence_shape):
+        self.embedding = keras.layers.Embedding(self.vocabulary_size + 1, self.embedding_dim, name="listing_embedding")
+        self.embedding.build((None, None))
+        self.position_embedding = self.add_weight(shape=(self.max_len + 1, self.embedding_dim),
+                                                  initializer="uniform", name="position_embedding")
+        x_shape = (target_shape[0], None, self.embedding_dim)
+        self.block_layers = []
+        for n in range(self.blocks):
+            block = AdsformerBlock(self.heads, self.ff_dim, self.dropout, self.leaky_relu_alpha,
+                                   self.layer_norm_epsilon, name=f"block_{n}")
+            block.build(x_shape)
+            self.block_layers.append(block)
+        self.built = True
+
+    def call(self, target, sequence, training=None):
+        sequence = ops.cast(sequence[:, : self.max_len], "int64")
+        target = ops.cast(target, "int64")
+        tokens = ops.concatenate([target[:, None], sequence], axis=1)          # [B, L+1]
+        valid = ops.concatenate([ops.ones_like(target[:, None], dtype="bool"),
+                                 ops.greater_equal(sequence, 0)], axis=1)
+        rows = ops.where(valid, tokens + 1, ops.zeros_like(tokens))
+        positions = ops.take(self.position_embedding, ops.arange(ops.shape(tokens)[1]), axis=0)
+        x = self.embedding(rows) + ops.cast(positions, self.compute_dtype)[None]
+        for block in self.block_layers:
+            x = block(x, valid, training=training)
+        return self.pool(x, valid)
+
+    def compute_output_shape(self, target_shape, sequence_shape):
+        return (target_shape[0], self.embedding_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "vocabulary_size": self.vocabulary_size,
+                "embedding_dim": self.embedding_dim, "max_len": self.max_len, "heads": self.heads,
+                "blocks": self.blocks, "ff_dim": self.ff_dim, "dropout": self.dropout, "pooling": self.pooling,
+                "leaky_relu_alpha": self.leaky_relu_alpha, "layer_norm_epsilon": self.layer_norm_epsilon}
