@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from components.beam_options import BeamConfig
 from components.corpora.config import CorporaConfig
 from components.marketplace.config import MarketplaceConfig
+from components.models.config import ModelsConfig
 from components.representations.config import RepresentationsConfig
 from components.sessionize.config import SessionizeConfig
 from components.transform.config import TransformConfig
@@ -50,6 +51,7 @@ class PipelineConfig(BaseModel):
     corpora: CorporaConfig = Field(default_factory=CorporaConfig)
     transform: TransformConfig = Field(default_factory=TransformConfig)
     representations: RepresentationsConfig = Field(default_factory=RepresentationsConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions, exclude=True)
 

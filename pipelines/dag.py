@@ -119,6 +119,33 @@ STEPS: tuple[Step, ...] = (
         writes=("runs/D/export_lookups/<representation>/ (SavedModel)",),
         description="frozen lookup SavedModels: raw listing id -> vector, masked average pooling of id sequences",
     ),
+    *(Step(
+        f"train_{model}",
+        f"components.models.step:run_{model}",
+        deps=("transform", "export_lookups") if personalized else ("transform",),
+        reads=("runs/D/transform/{train,validation,test}",) + (("runs/D/export_lookups/<representation>",)
+                                                               if personalized else ()),
+        writes=(f"runs/D/train_{model}/{{model/score.keras,predictions/{{validation,test}}.parquet,tensorboard}}",),
+        description=(f"{task.upper()} ranker " + ("with the ADPM" if personalized else "without the ADPM (baseline)")
+                     + ": wide + DCN-v2 cross + deep tower, Adam with cosine decay"),
+    ) for model, task, personalized in (("ctr", "ctr", True), ("ctr_baseline", "ctr", False),
+                                        ("pccvr", "pccvr", True), ("pccvr_baseline", "pccvr", False))),
+    Step(
+        "calibrate",
+        "components.calibrate.step:run",
+        deps=("train_ctr", "train_ctr_baseline", "train_pccvr", "train_pccvr_baseline"),
+        reads=("runs/D/train_<model>/predictions/validation.parquet",),
+        writes=("runs/D/calibrate/<model>.json",),
+        description="Platt scaling of each model on the validation logits (undoes the training down-sampling)",
+    ),
+    Step(
+        "evaluate",
+        "components.evaluate.step:run",
+        deps=("calibrate",),
+        reads=("runs/D/train_<model>/predictions/test.parquet", "runs/D/calibrate/", "oracle/impressions/dt=D"),
+        writes=("runs/D/evaluate/metrics.json",),
+        description="next-day ROC-AUC, PR-AUC, log-loss, NCE, ECE (raw and calibrated), lifts, oracle headroom",
+    ),
 )
 
 

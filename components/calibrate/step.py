@@ -1,0 +1,68 @@
+"""The ``calibrate`` step: Platt scaling of every trained model on the validation logits
+(paper 000 A.3; DESIGN §8: ``p = 1 / (1 + exp(-(A f(x) + B)))``).
+
+The training split is down-sampled (half the non-clicks for CTR), so raw probabilities are
+too high; the validation split is representative, so the Platt fit on it also undoes the
+down-sampling. Writes ``runs/D/calibrate/<model>.json`` with A, B and the validation
+log-loss and ECE before and after.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+
+from components.calibrate.platt import PlattFitError, fit_platt
+from components.evaluate import metrics
+from components.lake import Lake, fs, parquet
+from components.models.step import MODELS, predictions_path
+from components.models.train import TASK_LABEL
+from components.step import StepError, StepResult
+
+
+def platt_path(lake: Lake, date, model: str) -> str:
+    return fs.join(lake.run_dir(date, "calibrate"), f"{model}.json")
+
+
+def load_platt(lake: Lake, date, model: str):
+    from components.calibrate.platt import Platt
+
+    return Platt.from_dict(json.loads(fs.read_text(platt_path(lake, date, model)))["platt"])
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
+def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
+    result = StepResult()
+    bins = config.models.ece_bins
+    for model, (task, _) in MODELS.items():
+        path = predictions_path(lake, date, model, "validation")
+        if not fs.exists(path):
+            result.notes.append(f"no validation predictions of {model} ({path}); not calibrated")
+            continue
+        table = parquet.read_file(path)
+        logits = table.column("logit").to_numpy().astype(np.float64)
+        labels = table.column(TASK_LABEL[task]).to_numpy(zero_copy_only=False).astype(np.float64)
+        if labels.min() == labels.max():
+            raise StepError(f"calibrate: the validation predictions of {model} have only one class; cannot fit Platt")
+        try:
+            platt = fit_platt(logits, labels)
+        except PlattFitError as err:
+            raise StepError(f"calibrate: cannot fit Platt scaling for {model} on {path}: {err}") from err
+        raw, calibrated = sigmoid(logits), platt.apply(logits)
+        report = {"platt": platt.to_dict(), "validation_rows": int(len(labels)), "positives": int(labels.sum()),
+                  "logloss_raw": metrics.logloss(labels, raw), "logloss_calibrated": metrics.logloss(labels, calibrated),
+                  "ece_raw": metrics.ece(labels, raw, bins), "ece_calibrated": metrics.ece(labels, calibrated, bins)}
+        fs.write_text(platt_path(lake, date, model), json.dumps(report, indent=2, sort_keys=True) + "\n")
+        result.inputs.append(path)
+        result.outputs[model] = platt_path(lake, date, model)
+        result.metrics[model] = report
+        progress(f"  {model}: A={platt.a:.4f} B={platt.b:.4f}; validation ECE {report['ece_raw']:.4f} -> "
+                 f"{report['ece_calibrated']:.4f}")
+    if not result.outputs:
+        raise StepError("calibrate: no model has validation predictions; run the train_* steps first "
+                        "(window.validation=fraction runs have a validation split too)")
+    return result

@@ -1,0 +1,86 @@
+"""The ``evaluate`` step: next-day evaluation of every model on the test day (paper 000 §5; DESIGN §8).
+
+For ``ctr``, ``ctr_baseline``, ``pccvr``, ``pccvr_baseline``: ROC-AUC, PR-AUC, log-loss, NCE
+and ECE of the raw and Platt-calibrated probabilities on the test split, ``n`` and
+``positives``, lifts of each personalized model over its baseline in percent and, on
+synthetic lakes (``oracle/``), the oracle's ROC-AUC on the same rows and
+``headroom_captured = (auc_model - auc_baseline) / (auc_oracle - auc_baseline)``.
+Writes ``runs/D/evaluate/metrics.json``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from components.calibrate.step import load_platt, sigmoid
+from components.evaluate import metrics
+from components.lake import Lake, fs, parquet
+from components.models.step import MODELS, predictions_path
+from components.models.train import TASK_LABEL
+from components.step import StepError, StepResult
+
+ORACLE_COLUMN = {"ctr": "p_click", "pccvr": "p_purchase"}
+
+
+def metrics_path(lake: Lake, date) -> str:
+    return fs.join(lake.run_dir(date, "evaluate"), "metrics.json")
+
+
+def _oracle(lake: Lake, day) -> pa.Table | None:
+    directory = lake.oracle("impressions", day)
+    return parquet.read_partition(directory) if lake.complete(directory) else None
+
+
+def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
+    test_day = config.window.test_date(date)
+    oracle = _oracle(lake, test_day)
+    out: dict = {"test_day": test_day.isoformat()}
+    result = StepResult()
+    for model, (task, _) in MODELS.items():
+        path = predictions_path(lake, date, model, "test")
+        if not fs.exists(path):
+            result.notes.append(f"no test predictions of {model}; not evaluated")
+            continue
+        table = parquet.read_file(path)
+        labels = table.column(TASK_LABEL[task]).to_numpy(zero_copy_only=False).astype(np.float64)
+        logits = table.column("logit").to_numpy().astype(np.float64)
+        platt = load_platt(lake, date, model)
+        raw, calibrated = sigmoid(logits), platt.apply(logits)
+        bins = config.models.ece_bins
+        m = {"n": int(len(labels)), "positives": int(labels.sum()),
+             "roc_auc": metrics.roc_auc(labels, logits), "pr_auc": metrics.pr_auc(labels, logits),
+             "logloss_raw": metrics.logloss(labels, raw), "logloss_calibrated": metrics.logloss(labels, calibrated),
+             "nce_raw": metrics.nce(labels, raw), "nce_calibrated": metrics.nce(labels, calibrated),
+             "ece_raw": metrics.ece(labels, raw, bins), "ece_calibrated": metrics.ece(labels, calibrated, bins),
+             "roc_auc_calibrated": metrics.roc_auc(labels, calibrated), "platt": platt.to_dict()}
+        if oracle is not None:
+            joined = table.select(["impression_id"]).join(
+                oracle.select(["impression_id", ORACLE_COLUMN[task]]), "impression_id", join_type="left outer")
+            order = pc.index_in(table.column("impression_id"), joined.column("impression_id"))
+            truth = joined.column(ORACLE_COLUMN[task]).take(order).to_numpy(zero_copy_only=False)
+            if np.isnan(truth.astype(np.float64)).any():
+                raise StepError(f"evaluate: {int(np.isnan(truth.astype(float)).sum())} test impressions of {model} have "
+                                f"no oracle row in {lake.oracle('impressions', test_day)}")
+            m["oracle_roc_auc"] = metrics.roc_auc(labels, truth.astype(np.float64))
+        out[model] = m
+        result.inputs.append(path)
+        progress(f"  {model}: ROC-AUC {m['roc_auc']:.4f}, PR-AUC {m['pr_auc']:.4f}, "
+                 f"ECE {m['ece_raw']:.4f} -> {m['ece_calibrated']:.4f} (n {m['n']:,}, positives {m['positives']:,})")
+    for task in ("ctr", "pccvr"):
+        model, base = out.get(task), out.get(f"{task}_baseline")
+        if model and base:
+            model["roc_auc_lift_pct"] = metrics.lift_pct(model["roc_auc"], base["roc_auc"])
+            model["pr_auc_lift_pct"] = metrics.lift_pct(model["pr_auc"], base["pr_auc"])
+            if "oracle_roc_auc" in model:
+                model["headroom_captured"] = metrics.headroom_captured(
+                    model["roc_auc"], base["roc_auc"], model["oracle_roc_auc"])
+    if len(out) == 1:
+        raise StepError("evaluate: no model has test predictions; run the train_* and calibrate steps first")
+    fs.write_text(metrics_path(lake, date), json.dumps(out, indent=2, sort_keys=True) + "\n")
+    result.outputs["metrics"] = metrics_path(lake, date)
+    result.metrics = out
+    return result

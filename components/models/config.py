@@ -1,0 +1,80 @@
+"""Settings of the CTR and PCCVR rankers and their training (paper 000 §4, A.2-A.4, Tables 5, 9, 13; DESIGN §8).
+
+The defaults are the ``local`` sizes; the ``production`` preset sets the paper's (CTR: 4 cross
+layers, deep 5000-2500-250-500; PCCVR: 2 cross layers, deep 240-120).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.models.adpm.config import AdpmConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WideConfig(_Section):
+    """Embedding sizes of the non-personalized ("wide") inputs: target listing, query, context, position."""
+
+    listing: int = 32
+    shop: int = 16
+    taxonomy: int = 16
+    query: int = 16
+    query_token: int = 16
+    platform: int = 4
+    hour_of_day: int = 4
+    day_of_week: int = 4
+    position: int = 8
+    max_position: int = Field(64, ge=1, description="positions at or above share the last embedding row")
+
+
+class RankerConfig(_Section):
+    cross_layers: int = Field(2, ge=0)
+    cross_rank: int | None = Field(None, ge=1, description="low-rank cross kernels (DCN-v2); None = full rank")
+    deep: list[int] = Field(default_factory=lambda: [256, 128])
+    dropout: float = Field(0.1, ge=0, lt=1)
+    personalized: bool = Field(True, description="false = the non-personalized baseline: the same model without the ADPM")
+    debias: bool = Field(True, description="a shallow position/platform tower added to the logit in training and "
+                                           "detached at serving (paper 000 §5.3, paper 002 §3.4)")
+    debias_hidden: list[int] = Field(default_factory=lambda: [16])
+
+
+class TrainingConfig(_Section):
+    batch_size: int = Field(1024, ge=1)
+    epochs: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    cosine_decay_alpha: float = Field(0.05, ge=0, le=1, description="final learning rate as a fraction of the initial")
+    strategy: Literal["default", "mirrored", "multi_worker"] = Field(
+        "default", description="tf.distribute strategy: one device, MirroredStrategy (GPUs of one worker), "
+                               "MultiWorkerMirroredStrategy (workers from TF_CONFIG)")
+    mixed_precision: bool = Field(False, description="mixed_float16 compute (GPU only)")
+    shuffle_buffer: int = Field(50_000, ge=0)
+    steps_per_execution: int = Field(1, ge=1)
+
+
+class TaskConfig(_Section):
+    ranker: RankerConfig = Field(default_factory=RankerConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    adpm: AdpmConfig = Field(default_factory=AdpmConfig)
+    pretrained: list[str] = Field(default_factory=lambda: ["air"], description="representations whose frozen lookups "
+                                  "feed ADPM component 2 (paper 000 Table 1: AIR for CTR, skip-gram + visual for PCCVR)")
+
+
+def _pccvr() -> TaskConfig:
+    adpm = AdpmConfig()
+    adpm.component1.heads = 2  # paper 000 Table 1
+    return TaskConfig(ranker=RankerConfig(cross_layers=2, deep=[240, 120]), adpm=adpm, pretrained=["skipgram", "visual"])
+
+
+class ModelsConfig(_Section):
+    """Everything the train, calibrate, evaluate and export_serving steps read."""
+
+    max_seq_len: int = Field(50, ge=1, description="sequence length M the input pipeline pads/truncates to")
+    max_query_tokens: int = Field(8, ge=1)
+    wide: WideConfig = Field(default_factory=WideConfig)
+    ctr: TaskConfig = Field(default_factory=TaskConfig)
+    pccvr: TaskConfig = Field(default_factory=_pccvr)
+    ece_bins: int = Field(20, ge=2, description="equal-width bins of the expected calibration error")

@@ -1,0 +1,144 @@
+"""The training steps ``train_ctr``, ``train_ctr_baseline``, ``train_pccvr``, ``train_pccvr_baseline``
+(paper 000 §4, §5; DESIGN §8).
+
+Each trains one ranker on ``runs/D/transform/train`` and writes to ``runs/D/train_<model>/``:
+``model/score.keras`` (main logit, no debias tower), ``predictions/{validation,test}.parquet``
+(main logit per row, with impression id and labels) for calibration and evaluation, and
+``tensorboard/``. The personalized models use the ADPM with the run's frozen lookup tables
+(``runs/D/export_lookups/<name>``); the baselines are the same rankers without it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+from components.lake import Lake, atomic_dir, fs, parquet
+from components.step import StepError, StepResult
+
+MODELS = {"ctr": ("ctr", True), "ctr_baseline": ("ctr", False), "pccvr": ("pccvr", True),
+          "pccvr_baseline": ("pccvr", False)}
+"""Model name -> (task, personalized)."""
+
+
+def model_dir(lake: Lake, date, model: str) -> str:
+    return fs.join(lake.run_dir(date, f"train_{model}"), "model")
+
+
+def predictions_path(lake: Lake, date, model: str, split: str) -> str:
+    return fs.join(lake.run_dir(date, f"train_{model}"), "predictions", f"{split}.parquet")
+
+
+def transform_dir(lake: Lake, date) -> str:
+    return lake.run_dir(date, "transform")
+
+
+def lookup_paths(wanted: list[str], lake: Lake, date) -> dict[str, str]:
+    """Frozen lookup SavedModels the ADPM's component 2 uses: the wanted ones that were exported."""
+    from components.representations.export_lookups import lookup_dir
+
+    paths = {name: lookup_dir(lake, date, name) for name in wanted}
+    return {name: p for name, p in paths.items() if fs.exists(fs.join(p, "saved_model.pb"))}
+
+
+def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -> StepResult:
+    import keras
+    import tensorflow as tf
+
+    from components.models import input as model_input
+    from components.models.adpm import ADPM
+    from components.models.ranker import build_ranker
+    from components.models.strategy import is_chief, make_strategy, use_mixed_precision
+    from components.models.train import TASK_LABEL, fit, predict_logits, task_batches
+
+    task, personalized = MODELS[model]
+    task_cfg = getattr(config.models, task)
+    ranker_cfg = task_cfg.ranker.model_copy(update={"personalized": personalized and task_cfg.ranker.personalized})
+    train_cfg = task_cfg.training
+    tdir = transform_dir(lake, date)
+    if not lake.complete(tdir):
+        raise StepError(f"train_{model}: the transform output {tdir} is missing; run the transform step first")
+    stats = json.loads(fs.read_text(fs.join(tdir, "stats.json")))
+    rows = stats["splits"]["train"]["clicks" if task == "pccvr" else "rows"]
+    if rows == 0:
+        raise StepError(f"train_{model}: the training split has no {'clicked ' if task == 'pccvr' else ''}rows")
+    keras.utils.set_random_seed(config.seed)
+    result = StepResult(inputs=[tdir])
+    notes = [n for n in [use_mixed_precision(train_cfg.mixed_precision)] if n]
+    strategy = make_strategy(train_cfg.strategy)
+    vocab = model_input.vocabulary_sizes(tdir)
+    lookups = lookup_paths(task_cfg.pretrained, lake, date) if ranker_cfg.personalized else {}
+    adpm = None
+    with strategy.scope():
+        if ranker_cfg.personalized:
+            adpm_cfg = _adpm_config(task_cfg, lookups, notes)
+            adpm = ADPM(adpm_cfg, vocab)
+        ranker = build_ranker(ranker_cfg, config.models.wide, vocab, adpm, adpm.input_specs if adpm else None,
+                              name=model)
+    batch = train_cfg.batch_size
+    def data(split, shuffle, epochs):
+        ds = model_input.make_dataset(tdir, split, batch, max_seq_len=config.models.max_seq_len,
+                                      max_query_tokens=config.models.max_query_tokens, shuffle=shuffle,
+                                      seed=config.seed, epochs=epochs, include_strings=True)
+        return ds.map(adpm.add_lookup_rows, num_parallel_calls=tf.data.AUTOTUNE) if adpm else ds
+
+    steps = max(rows // batch, 1)
+    progress(f"  {model}: {ranker.train.count_params():,} parameters, {rows:,} training rows, batch {batch}, "
+             f"{train_cfg.epochs} epoch(s), strategy {train_cfg.strategy} ({strategy.num_replicas_in_sync} replica(s))"
+             + (f", lookups {sorted(lookups)}" if lookups else ""))
+    run_dir = lake.run_dir(date, f"train_{model}")
+    train_ds = task_batches(data("train", True, None), task, ranker.input_names)
+    outcome = fit(ranker, train_ds, steps, train_cfg, fs.join(run_dir, "tensorboard") if fs.is_local(run_dir) else None,
+                  progress)
+    if not is_chief():
+        return result
+    out = model_dir(lake, date, model)
+    with atomic_dir(out, success=False) as tmp, fs.local_dir(tmp, "w") as local:
+        ranker.score.save(os.path.join(local, "score.keras"))
+    for split in ("validation", "test"):
+        if stats["splits"].get(split, {}).get("rows", 0) == 0:
+            continue
+        table = predict_logits(ranker.score, data(split, False, 1), task, ranker.input_names)
+        path = predictions_path(lake, date, model, split)
+        parquet.write_table(table, path)
+        result.outputs[f"predictions/{split}"] = path
+        result.row_counts[f"predictions/{split}"] = table.num_rows
+    result.outputs["model"] = out
+    result.metrics = {"task": task, "label": TASK_LABEL[task], "personalized": ranker_cfg.personalized,
+                      "parameters": int(ranker.train.count_params()), "training_rows": rows, "steps": outcome.steps,
+                      "seconds": round(outcome.seconds, 2), "history": outcome.history,
+                      "examples_per_second": round(outcome.examples_per_second or 0.0, 1),
+                      "lookups": sorted(lookups), "strategy": train_cfg.strategy,
+                      "replicas": strategy.num_replicas_in_sync}
+    result.notes.extend(notes)
+    return result
+
+
+def _adpm_config(task_cfg, lookups: dict[str, str], notes: list[str]):
+    """The task's ADPM config with the run's lookups; component 2 reads lookup rows made in tf.data
+    (Keras' fit under a distribution strategy cannot take string inputs, and XLA can compile rows)."""
+    cfg = task_cfg.adpm
+    if not cfg.component2.enabled:
+        return cfg
+    if not lookups:
+        notes.append(f"ADPM component 2 off: none of the representations {task_cfg.pretrained} has a lookup table "
+                     "for this run (their steps were skipped)")
+        return cfg.model_copy(update={"component2": cfg.component2.model_copy(update={"enabled": False})})
+    cfg = cfg.with_lookups(lookups)
+    return cfg.model_copy(update={"component2": cfg.component2.model_copy(update={"input_mode": "rows"})})
+
+
+def run_ctr(config, date, lake, progress=print):
+    return train_model(config, date, lake, "ctr", progress)
+
+
+def run_ctr_baseline(config, date, lake, progress=print):
+    return train_model(config, date, lake, "ctr_baseline", progress)
+
+
+def run_pccvr(config, date, lake, progress=print):
+    return train_model(config, date, lake, "pccvr", progress)
+
+
+def run_pccvr_baseline(config, date, lake, progress=print):
+    return train_model(config, date, lake, "pccvr_baseline", progress)

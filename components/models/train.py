@@ -1,0 +1,132 @@
+"""Training of one ranker on the transform output (paper 000 §4, A.2-A.4; DESIGN §8).
+
+Adam with cosine decay, binary cross-entropy on logits, batch size and epochs from config,
+under the configured tf.distribute strategy. Throughput is measured from per-batch callbacks
+(``fit`` can return long after its last step, DESIGN §12). A non-finite loss stops training
+and fails the step with the epoch and batch where it happened. After training, the main logit
+(no debias tower) is written for every row of the validation and test splits, for
+calibration and next-day evaluation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import keras
+import numpy as np
+import pyarrow as pa
+
+from components.step import StepError
+
+TASK_LABEL = {"ctr": "clicked", "pccvr": "purchased"}
+"""CTR learns clicks on every impression; PCCVR learns purchases on clicked impressions (post-click)."""
+PREDICTION_COLUMNS = ("impression_id", "logit", "clicked", "purchased", "sample_rate")
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+    history: dict
+    examples_per_second: float | None
+    steps: int
+    seconds: float
+
+
+class Throughput(keras.callbacks.Callback):
+    """Examples/s from batch end times, skipping the first ``warmup`` batches (tracing); also stops
+    training at the first non-finite loss."""
+
+    def __init__(self, batch_size: int, warmup: int = 5):
+        super().__init__()
+        self.batch_size, self.warmup = batch_size, warmup
+        self.times, self.nonfinite = [], None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.nonfinite is None:
+            self.nonfinite = (len(self.times), float(loss))
+            self.model.stop_training = True
+
+    @property
+    def examples_per_second(self) -> float | None:
+        t = self.times[self.warmup:]
+        return self.batch_size * (len(t) - 1) / (t[-1] - t[0]) if len(t) > 2 else None
+
+
+class EpochProgress(keras.callbacks.Callback):
+    def __init__(self, progress, steps_per_epoch: int):
+        super().__init__()
+        self.progress, self.steps = progress, steps_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.progress(f"    epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, "
+                      f"auc {logs.get('auc', float('nan')):.4f} ({time.perf_counter() - self.t0:.1f} s, {self.steps} steps)")
+
+
+def task_batches(dataset, task: str, input_names: list[str]):
+    """(inputs, label) batches; PCCVR keeps clicked rows only."""
+    import tensorflow as tf
+
+    label = TASK_LABEL[task]
+
+    def split(batch):
+        if task == "pccvr":
+            keep = batch["clicked"] > 0
+            batch = {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
+        return {k: batch[k] for k in input_names}, batch[label]
+
+    return dataset.map(split, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progress) -> TrainOutcome:
+    """Compile and fit ``ranker.train`` (already built under the strategy's scope)."""
+    total = max(steps_per_epoch * cfg.epochs, 1)
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total, alpha=cfg.cosine_decay_alpha)
+    ranker.train.compile(optimizer=keras.optimizers.Adam(schedule),
+                         loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                         metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
+                         steps_per_execution=cfg.steps_per_execution)
+    meter = Throughput(cfg.batch_size)
+    callbacks = [meter, EpochProgress(progress, steps_per_epoch)]
+    if log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=max(steps_per_epoch // 10, 1)))
+    t0 = time.perf_counter()
+    history = ranker.train.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                               verbose=0)
+    if meter.nonfinite is not None:
+        step, loss = meter.nonfinite
+        raise StepError(f"training stopped: the loss became {loss} at step {step} (epoch {step // steps_per_epoch + 1}); "
+                        "lower training.learning_rate or check the input features for extreme values")
+    hist = {k: [round(float(v), 5) for v in vals] for k, vals in history.history.items()}
+    return TrainOutcome(hist, meter.examples_per_second, len(meter.times), time.perf_counter() - t0)
+
+
+def predict_logits(score_model, dataset, task: str, input_names: list[str]) -> pa.Table:
+    """Main logits of every row of ``dataset`` (in order) with ids and labels."""
+    import tensorflow as tf
+
+    @tf.function
+    def step(batch):
+        return score_model({k: batch[k] for k in input_names}, training=False)
+
+    columns = {c: [] for c in PREDICTION_COLUMNS}
+    for batch in dataset:
+        if task == "pccvr":
+            keep = batch["clicked"] > 0
+            batch = {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
+        columns["logit"].append(step(batch).numpy().astype(np.float32))
+        for c in ("impression_id", "clicked", "purchased", "sample_rate"):
+            columns[c].append(batch[c].numpy())
+    out = {c: np.concatenate(v) if v else np.array([]) for c, v in columns.items()}
+    return pa.table({
+        "impression_id": pa.array([s.decode() for s in out["impression_id"]], pa.string()),
+        "logit": pa.array(out["logit"], pa.float32()),
+        "clicked": pa.array(out["clicked"].astype(bool)),
+        "purchased": pa.array(out["purchased"].astype(bool)),
+        "sample_rate": pa.array(out["sample_rate"].astype(np.float64)),
+    })

@@ -1,0 +1,71 @@
+"""The non-personalized ("wide") input of the rankers: target listing, query and context (paper 000 §4.2).
+
+Embeddings of the target listing, shop and taxonomy indices, the query index and its tokens
+(masked average), platform, hour of day, day of week and (when no debias tower takes it)
+the ad position, concatenated with the z-scored log price and the logged-in flag.
+"""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from components.models.config import WideConfig
+
+
+@keras.saving.register_keras_serializable(package="adsformer")
+class MaskedMeanEmbedding(keras.layers.Layer):
+    """Mean of the embeddings of a padded index sequence (padding = -1); zeros for an empty row.
+
+        out[b] = sum_l m[b,l] E[x[b,l]] / max(sum_l m[b,l], 1),   m = (x >= 0)
+    """
+
+    def __init__(self, vocabulary_size: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary_size, self.dim = vocabulary_size, dim
+        self.embedding = keras.layers.Embedding(vocabulary_size + 1, dim, name="embedding")
+
+    def build(self, input_shape):
+        self.embedding.build((None,))
+        super().build(input_shape)
+
+    def call(self, ids):
+        mask = ops.cast(ops.greater_equal(ids, 0), self.compute_dtype)
+        vectors = self.embedding(ops.maximum(ids + 1, 0))
+        total = ops.sum(vectors * mask[..., None], axis=-2)
+        return total / ops.maximum(ops.sum(mask, axis=-1, keepdims=True), 1.0)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.dim,)
+
+    def get_config(self):
+        return {**super().get_config(), "vocabulary_size": self.vocabulary_size, "dim": self.dim}
+
+
+WIDE_INPUTS = {  # feature -> (dtype, shape without batch)
+    "listing_id_idx": ("int64", ()), "shop_id_idx": ("int64", ()), "taxonomy_id_idx": ("int64", ()),
+    "query_idx": ("int64", ()), "query_tokens_idx": ("int64", (None,)), "platform_idx": ("int64", ()),
+    "hour_of_day": ("int64", ()), "day_of_week": ("int64", ()), "position": ("int64", ()),
+    "price_log_z": ("float32", ()), "logged_in": ("int64", ()),
+}
+
+
+def wide_features(inputs: dict, vocab: dict[str, int], cfg: WideConfig, with_position: bool):
+    """The wide vector from Keras inputs (``inputs`` holds :data:`WIDE_INPUTS`)."""
+    parts = []
+    for column, entity in (("listing_id_idx", "listing"), ("shop_id_idx", "shop"),
+                           ("taxonomy_id_idx", "taxonomy"), ("query_idx", "query"), ("platform_idx", "platform")):
+        parts.append(keras.layers.Embedding(vocab[entity], getattr(cfg, entity), name=f"wide_{entity}")(inputs[column]))
+    parts.append(MaskedMeanEmbedding(vocab["query_token"], cfg.query_token, name="wide_query_tokens")(
+        inputs["query_tokens_idx"]))
+    parts.append(keras.layers.Embedding(24, cfg.hour_of_day, name="wide_hour")(inputs["hour_of_day"]))
+    parts.append(keras.layers.Embedding(7, cfg.day_of_week, name="wide_day")(inputs["day_of_week"]))
+    if with_position:
+        parts.append(position_embedding(inputs["position"], cfg, "wide_position"))
+    parts.append(ops.expand_dims(ops.cast(inputs["price_log_z"], "float32"), -1))
+    parts.append(ops.expand_dims(ops.cast(inputs["logged_in"], "float32"), -1))
+    return keras.layers.Concatenate(name="wide")(parts)
+
+
+def position_embedding(position, cfg: WideConfig, name: str):
+    clipped = ops.clip(position, 0, cfg.max_position - 1)
+    return keras.layers.Embedding(cfg.max_position, cfg.position, name=name)(clipped)
