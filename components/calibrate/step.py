@@ -26,9 +26,11 @@ def platt_path(lake: Lake, date, model: str) -> str:
 
 
 def load_platt(lake: Lake, date, model: str):
+    """The model's Platt parameters, or None when it could not be calibrated (no ranking signal)."""
     from components.calibrate.platt import Platt
 
-    return Platt.from_dict(json.loads(fs.read_text(platt_path(lake, date, model)))["platt"])
+    report = json.loads(fs.read_text(platt_path(lake, date, model)))
+    return Platt.from_dict(report["platt"]) if "platt" in report else None
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -51,7 +53,15 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
         try:
             platt = fit_platt(logits, labels)
         except PlattFitError as err:
-            raise StepError(f"calibrate: cannot fit Platt scaling for {model} on {path}: {err}") from err
+            # A model without ranking signal cannot be calibrated; the run goes on, evaluation reports
+            # its raw metrics and says why, and blessing will refuse it.
+            reason = f"not calibrated: {err}"
+            fs.write_text(platt_path(lake, date, model), json.dumps({"error": reason}, indent=2) + "\n")
+            result.notes.append(f"{model}: {reason}")
+            result.metrics[model] = {"error": reason}
+            result.outputs[model] = platt_path(lake, date, model)
+            progress(f"  {model}: {reason}")
+            continue
         raw, calibrated = sigmoid(logits), platt.apply(logits)
         report = {"platt": platt.to_dict(), "validation_rows": int(len(labels)), "positives": int(labels.sum()),
                   "logloss_raw": metrics.logloss(labels, raw), "logloss_calibrated": metrics.logloss(labels, calibrated),

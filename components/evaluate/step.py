@@ -49,14 +49,21 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
         labels = table.column(TASK_LABEL[task]).to_numpy(zero_copy_only=False).astype(np.float64)
         logits = table.column("logit").to_numpy().astype(np.float64)
         platt = load_platt(lake, date, model)
-        raw, calibrated = sigmoid(logits), platt.apply(logits)
+        raw = sigmoid(logits)
         bins = config.models.ece_bins
         m = {"n": int(len(labels)), "positives": int(labels.sum()),
              "roc_auc": metrics.roc_auc(labels, logits), "pr_auc": metrics.pr_auc(labels, logits),
-             "logloss_raw": metrics.logloss(labels, raw), "logloss_calibrated": metrics.logloss(labels, calibrated),
-             "nce_raw": metrics.nce(labels, raw), "nce_calibrated": metrics.nce(labels, calibrated),
-             "ece_raw": metrics.ece(labels, raw, bins), "ece_calibrated": metrics.ece(labels, calibrated, bins),
-             "roc_auc_calibrated": metrics.roc_auc(labels, calibrated), "platt": platt.to_dict()}
+             "logloss_raw": metrics.logloss(labels, raw), "nce_raw": metrics.nce(labels, raw),
+             "ece_raw": metrics.ece(labels, raw, bins)}
+        if platt is None:
+            m["calibration"] = "none: the Platt fit failed on the validation split (see runs/D/calibrate)"
+            m["logloss_calibrated"] = m["nce_calibrated"] = m["ece_calibrated"] = None
+        else:
+            calibrated = platt.apply(logits)
+            m.update({"logloss_calibrated": metrics.logloss(labels, calibrated),
+                      "nce_calibrated": metrics.nce(labels, calibrated),
+                      "ece_calibrated": metrics.ece(labels, calibrated, bins),
+                      "roc_auc_calibrated": metrics.roc_auc(labels, calibrated), "platt": platt.to_dict()})
         if oracle is not None:
             joined = table.select(["impression_id"]).join(
                 oracle.select(["impression_id", ORACLE_COLUMN[task]]), "impression_id", join_type="left outer")
@@ -69,7 +76,7 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
         out[model] = m
         result.inputs.append(path)
         progress(f"  {model}: ROC-AUC {m['roc_auc']:.4f}, PR-AUC {m['pr_auc']:.4f}, "
-                 f"ECE {m['ece_raw']:.4f} -> {m['ece_calibrated']:.4f} (n {m['n']:,}, positives {m['positives']:,})")
+                 f"ECE {m['ece_raw']:.4f} -> {m['ece_calibrated'] if m['ece_calibrated'] is None else round(m['ece_calibrated'], 4)} (n {m['n']:,}, positives {m['positives']:,})")
     for task in ("ctr", "pccvr"):
         model, base = out.get(task), out.get(f"{task}_baseline")
         if model and base:

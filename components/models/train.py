@@ -68,19 +68,16 @@ class EpochProgress(keras.callbacks.Callback):
                       f"auc {logs.get('auc', float('nan')):.4f} ({time.perf_counter() - self.t0:.1f} s, {self.steps} steps)")
 
 
-def task_batches(dataset, task: str, input_names: list[str]):
-    """(inputs, label) batches; PCCVR keeps clicked rows only."""
+def task_batches(dataset, task: str, input_names: list[str], batch_size: int):
+    """(inputs, label) batches of ``batch_size``; PCCVR keeps clicked rows only, re-batched so its
+    batches are full (a batch of impressions holds only a few percent of clicks)."""
     import tensorflow as tf
 
     label = TASK_LABEL[task]
-
-    def split(batch):
-        if task == "pccvr":
-            keep = batch["clicked"] > 0
-            batch = {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
-        return {k: batch[k] for k in input_names}, batch[label]
-
-    return dataset.map(split, num_parallel_calls=tf.data.AUTOTUNE)
+    if task == "pccvr":
+        dataset = dataset.map(lambda b: {k: b[k] for k in set(input_names) | {"clicked", label}})
+        dataset = dataset.unbatch().filter(lambda row: row["clicked"] > 0).batch(batch_size)
+    return dataset.map(lambda b: ({k: b[k] for k in input_names}, b[label]), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progress) -> TrainOutcome:
@@ -110,7 +107,7 @@ def predict_logits(score_model, dataset, task: str, input_names: list[str]) -> p
     """Main logits of every row of ``dataset`` (in order) with ids and labels."""
     import tensorflow as tf
 
-    @tf.function
+    @tf.function(reduce_retracing=True)  # PCCVR batches shrink to their clicked rows: shapes vary
     def step(batch):
         return score_model({k: batch[k] for k in input_names}, training=False)
 
