@@ -21,7 +21,8 @@ def digests(root: pathlib.Path, *subdirs: str) -> dict[str, str]:
 
 
 STEPS = ("generate", "validate", "sessionize", "corpora", "transform", "skipgram", "text_vectors", "visual", "air",
-         "ann_index", "export_lookups")
+         "ann_index", "export_lookups", "train_ctr", "train_ctr_baseline", "train_pccvr", "train_pccvr_baseline",
+         "calibrate", "evaluate")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,17 @@ def test_run_generates_validates_and_writes_manifests(tiny_run, capsys):
             assert m["dead_rows"] == 0 and m["valid_rows"] == m["input_rows"] > 0
             assert (root / "derived" / "validated" / table / f"dt={day}" / "_SUCCESS").exists()
     assert any("2026-02-28" in n and "absent" in n for n in manifest["notes"])
+    metrics = json.loads((root / "runs" / "2026-03-03" / "evaluate" / "metrics.json").read_text())
+    assert metrics["test_day"] == "2026-03-03"
+    for model in ("ctr", "ctr_baseline"):
+        m = metrics[model]
+        assert m["n"] == 2960 and 0 < m["positives"] < m["n"] and 0.0 <= m["roc_auc"] <= 1.0
+        if "platt" in m:  # a model without ranking signal on tiny data is reported uncalibrated instead
+            assert m["roc_auc_calibrated"] == pytest.approx(m["roc_auc"], abs=1e-9)  # Platt is monotone
+        else:
+            assert m["calibration"].startswith("none") and m["ece_calibrated"] is None
+        assert 0.0 < m["oracle_roc_auc"] <= 1.0
+    assert "headroom_captured" in metrics["ctr"] and "roc_auc_lift_pct" in metrics["ctr"]
 
 
 def test_rerun_skips_everything_and_changes_nothing(tiny_run, capsys):
@@ -61,7 +73,9 @@ def test_rerun_skips_everything_and_changes_nothing(tiny_run, capsys):
 RUN_OUTPUTS = ("raw", "derived", "oracle", "runs/2026-03-03/corpora/corpus", "runs/2026-03-03/transform/train",
                "runs/2026-03-03/transform/validation", "runs/2026-03-03/transform/test",
                "runs/2026-03-03/transform/transform_fn/assets", "runs/2026-03-03/ann_index",
-               *(f"runs/2026-03-03/{step}/vectors.parquet" for step in ("skipgram", "text_vectors", "visual", "air")))
+               *(f"runs/2026-03-03/{step}/vectors.parquet" for step in ("skipgram", "text_vectors", "visual", "air")),
+               *(f"runs/2026-03-03/train_{m}/predictions" for m in ("ctr", "ctr_baseline", "pccvr", "pccvr_baseline")),
+               "runs/2026-03-03/evaluate/metrics.json")
 
 
 def test_forced_rerun_gives_identical_outputs(tiny_run, capsys):
@@ -69,6 +83,7 @@ def test_forced_rerun_gives_identical_outputs(tiny_run, capsys):
     assert main(["run", "--root", str(tiny_run), "--preset", "tiny", "--force"]) == 0
     assert digests(tiny_run, *RUN_OUTPUTS) == before and any("transform/train" in k for k in before)
     assert sum(k.endswith("vectors.parquet") for k in before) == 4 and any(k.endswith(".faiss") for k in before)
+    assert sum(k.endswith("predictions/test.parquet") for k in before) == 4
 
 
 def test_generate_cli_is_deterministic_by_seed(tmp_path):

@@ -48,9 +48,9 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
         table = parquet.read_file(path)
         logits = table.column("logit").to_numpy().astype(np.float64)
         labels = table.column(TASK_LABEL[task]).to_numpy(zero_copy_only=False).astype(np.float64)
-        if labels.min() == labels.max():
-            raise StepError(f"calibrate: the validation predictions of {model} have only one class; cannot fit Platt")
         try:
+            if len(labels) == 0 or labels.min() == labels.max():
+                raise PlattFitError(f"the {len(labels):,} validation rows have a single class")
             platt = fit_platt(logits, labels)
         except PlattFitError as err:
             # A model without ranking signal cannot be calibrated; the run goes on, evaluation reports

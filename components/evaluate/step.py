@@ -48,6 +48,11 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
         table = parquet.read_file(path)
         labels = table.column(TASK_LABEL[task]).to_numpy(zero_copy_only=False).astype(np.float64)
         logits = table.column("logit").to_numpy().astype(np.float64)
+        if len(labels) == 0 or labels.min() == labels.max():
+            out[model] = {"n": int(len(labels)), "positives": int(labels.sum()),
+                          "error": "the test split has a single class for this task: no ranking metric exists"}
+            result.notes.append(f"{model}: {out[model]['error']}")
+            continue
         platt = load_platt(lake, date, model)
         raw = sigmoid(logits)
         bins = config.models.ece_bins
@@ -79,7 +84,7 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
                  f"ECE {m['ece_raw']:.4f} -> {m['ece_calibrated'] if m['ece_calibrated'] is None else round(m['ece_calibrated'], 4)} (n {m['n']:,}, positives {m['positives']:,})")
     for task in ("ctr", "pccvr"):
         model, base = out.get(task), out.get(f"{task}_baseline")
-        if model and base:
+        if model and base and "roc_auc" in model and "roc_auc" in base:
             model["roc_auc_lift_pct"] = metrics.lift_pct(model["roc_auc"], base["roc_auc"])
             model["pr_auc_lift_pct"] = metrics.lift_pct(model["pr_auc"], base["pr_auc"])
             if "oracle_roc_auc" in model:
