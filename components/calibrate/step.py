@@ -15,9 +15,8 @@ import numpy as np
 
 from components.calibrate.platt import PlattFitError, fit_platt
 from components.evaluate import metrics
-from components.lake import Lake, fs, parquet
-from components.models.step import MODELS, predictions_path
-from components.models.train import TASK_LABEL
+from components.lake import Lake, fs
+from components.models.step import MODELS, read_predictions
 from components.step import StepError, StepResult
 
 
@@ -40,14 +39,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     result = StepResult()
     bins = config.models.ece_bins
-    for model, (task, _) in MODELS.items():
-        path = predictions_path(lake, date, model, "validation")
-        if not fs.exists(path):
-            result.notes.append(f"no validation predictions of {model} ({path}); not calibrated")
+    for model in MODELS:
+        found = read_predictions(lake, date, model, "validation")
+        if found is None:
+            result.notes.append(f"no validation predictions of {model}; not calibrated")
             continue
-        table = parquet.read_file(path)
-        logits = table.column("logit").to_numpy().astype(np.float64)
-        labels = table.column(TASK_LABEL[task]).to_numpy(zero_copy_only=False).astype(np.float64)
+        path, _, logits, labels = found
         try:
             if len(labels) == 0 or labels.min() == labels.max():
                 raise PlattFitError(f"the {len(labels):,} validation rows have a single class")

@@ -1,30 +1,3 @@
 """Next-day evaluation of the CTR/PCCVR models and their baselines (DESIGN §8; paper 000 §5)."""
-from components.evaluate.metrics import (
-    DEFAULT_ECE_BINS,
-    Reliability,
-    ece,
-    headroom_captured,
-    lift_pct,
-    logloss,
-    nce,
-    pr_auc,
-    reliability,
-    roc_auc,
-    summary,
-    weights_from_sample_rate,
-)
-
-__all__ = [
-    "DEFAULT_ECE_BINS",
-    "Reliability",
-    "ece",
-    "headroom_captured",
-    "lift_pct",
-    "logloss",
-    "nce",
-    "pr_auc",
-    "reliability",
-    "roc_auc",
-    "summary",
-    "weights_from_sample_rate",
-]
+from components.evaluate.metrics import *  # noqa: F401,F403 - the package re-exports the metrics
+from components.evaluate.metrics import __all__  # noqa: F401

@@ -19,8 +19,7 @@ import pyarrow.compute as pc
 from components.calibrate.step import load_platt, sigmoid
 from components.evaluate import metrics
 from components.lake import Lake, fs, parquet
-from components.models.step import MODELS, predictions_path
-from components.models.train import TASK_LABEL
+from components.models.step import MODELS, read_predictions
 from components.step import StepError, StepResult
 
 ORACLE_COLUMN = {"ctr": "p_click", "pccvr": "p_purchase"}
@@ -41,13 +40,11 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     out: dict = {"test_day": test_day.isoformat()}
     result = StepResult()
     for model, (task, _) in MODELS.items():
-        path = predictions_path(lake, date, model, "test")
-        if not fs.exists(path):
+        found = read_predictions(lake, date, model, "test")
+        if found is None:
             result.notes.append(f"no test predictions of {model}; not evaluated")
             continue
-        table = parquet.read_file(path)
-        labels = table.column(TASK_LABEL[task]).to_numpy(zero_copy_only=False).astype(np.float64)
-        logits = table.column("logit").to_numpy().astype(np.float64)
+        path, table, logits, labels = found
         if len(labels) == 0 or labels.min() == labels.max():
             out[model] = {"n": int(len(labels)), "positives": int(labels.sum()),
                           "error": "the test split has a single class for this task: no ranking metric exists"}

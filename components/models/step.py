@@ -29,6 +29,20 @@ def predictions_path(lake: Lake, date, model: str, split: str) -> str:
     return fs.join(lake.run_dir(date, f"train_{model}"), "predictions", f"{split}.parquet")
 
 
+def read_predictions(lake: Lake, date, model: str, split: str):
+    """``(path, table, logits float64, labels float64)`` of a model's predictions, or None when absent."""
+    import numpy as np
+
+    from components.models.train import TASK_LABEL
+
+    path = predictions_path(lake, date, model, split)
+    if not fs.exists(path):
+        return None
+    table = parquet.read_file(path)
+    labels = table.column(TASK_LABEL[MODELS[model][0]]).to_numpy(zero_copy_only=False).astype(np.float64)
+    return path, table, table.column("logit").to_numpy().astype(np.float64), labels
+
+
 def transform_dir(lake: Lake, date) -> str:
     return lake.run_dir(date, "transform")
 
