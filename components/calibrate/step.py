@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import numpy as np
+from scipy.special import expit as sigmoid  # the stable logistic platt.py uses too
 
 from components.calibrate.platt import PlattFitError, fit_platt
 from components.evaluate import metrics
@@ -30,10 +30,6 @@ def load_platt(lake: Lake, date, model: str):
 
     report = json.loads(fs.read_text(platt_path(lake, date, model)))
     return Platt.from_dict(report["platt"]) if "platt" in report else None
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
 
 
 def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:

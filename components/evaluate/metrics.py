@@ -133,11 +133,17 @@ def roc_auc(labels: Any, scores: Any, sample_weight: Any = None) -> float:
     ``sklearn.metrics.roc_auc_score``. Raises ``ValueError`` when only one class is present
     (scikit-learn would warn and return NaN).
     """
-    y = _labels(labels, "roc_auc")
-    s = _floats(scores, y.size, "scores", "roc_auc")
-    w = _weights(sample_weight, y.size, "roc_auc")
-    _require_both_classes(y, w, "roc_auc")
+    y, s, w = _ranking_inputs(labels, scores, sample_weight, "roc_auc")
     return float(roc_auc_score(y, s, sample_weight=w))
+
+
+def _ranking_inputs(labels: Any, scores: Any, sample_weight: Any, name: str):
+    """Checked ``(labels, scores, weights)`` of a ranking metric that needs both classes."""
+    y = _labels(labels, name)
+    s = _floats(scores, y.size, "scores", name)
+    w = _weights(sample_weight, y.size, name)
+    _require_both_classes(y, w, name)
+    return y, s, w
 
 
 def pr_auc(labels: Any, scores: Any, sample_weight: Any = None) -> float:
@@ -147,10 +153,7 @@ def pr_auc(labels: Any, scores: Any, sample_weight: Any = None) -> float:
     forming one threshold — exactly ``sklearn.metrics.average_precision_score``, which computes it.
     A random ranker scores the base rate. Raises ``ValueError`` when only one class is present.
     """
-    y = _labels(labels, "pr_auc")
-    s = _floats(scores, y.size, "scores", "pr_auc")
-    w = _weights(sample_weight, y.size, "pr_auc")
-    _require_both_classes(y, w, "pr_auc")
+    y, s, w = _ranking_inputs(labels, scores, sample_weight, "pr_auc")
     return float(average_precision_score(y, s, sample_weight=w))
 
 

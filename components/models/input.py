@@ -180,11 +180,11 @@ def _stats(transform_dir: str) -> dict | None:
         return json.load(f)
 
 
-def split_rows(transform_dir: str, split: str) -> int | None:
-    """Records in a split as the transform step counted them (``stats.json``), e.g. for steps per
-    epoch and the learning-rate schedule; None if unknown."""
+def split_rows(transform_dir: str, split: str, count: str = "rows") -> int | None:
+    """Records (``count="clicks"``: clicked records) in a split as the transform step counted them
+    (``stats.json``), e.g. for steps per epoch and the learning-rate schedule; None if unknown."""
     stats = _stats(transform_dir) or {}
-    rows = stats.get("splits", {}).get(split, {}).get("rows")
+    rows = stats.get("splits", {}).get(split, {}).get(count)
     return None if rows is None else int(rows)
 
 

@@ -10,7 +10,6 @@ Each trains one ranker on ``runs/D/transform/train`` and writes to ``runs/D/trai
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 
 from components.lake import Lake, atomic_dir, fs, parquet
@@ -72,9 +71,8 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
     tdir = transform_dir(lake, date)
     if not lake.complete(tdir):
         raise StepError(f"train_{model}: the transform output {tdir} is missing; run the transform step first")
-    stats = json.loads(fs.read_text(fs.join(tdir, "stats.json")))
-    rows = stats["splits"]["train"]["clicks" if task == "pccvr" else "rows"]
-    if rows == 0:
+    rows = model_input.split_rows(tdir, "train", "clicks" if task == "pccvr" else "rows")
+    if not rows:
         raise StepError(f"train_{model}: the training split has no {'clicked ' if task == 'pccvr' else ''}rows")
     keras.utils.set_random_seed(config.seed)
     result = StepResult(inputs=[tdir])
@@ -110,7 +108,7 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
     with atomic_dir(out, success=False) as tmp, fs.local_dir(tmp, "w") as local:
         ranker.score.save(os.path.join(local, "score.keras"))
     for split in ("validation", "test"):
-        if stats["splits"].get(split, {}).get("rows", 0) == 0:
+        if not model_input.split_rows(tdir, split):
             continue
         table = predict_logits(ranker.score, data(split, False, 1), task, ranker.input_names)
         path = predictions_path(lake, date, model, split)

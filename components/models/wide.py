@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from components.models.adpm.pooling import MaskedGlobalPooling
 from components.models.config import WideConfig
 
 
@@ -23,16 +24,15 @@ class MaskedMeanEmbedding(keras.layers.Layer):
         super().__init__(**kwargs)
         self.vocabulary_size, self.dim = vocabulary_size, dim
         self.embedding = keras.layers.Embedding(vocabulary_size + 1, dim, name="embedding")
+        self.pool = MaskedGlobalPooling("avg", name="pool")
 
     def build(self, input_shape):
         self.embedding.build((None,))
         super().build(input_shape)
 
     def call(self, ids):
-        mask = ops.cast(ops.greater_equal(ids, 0), self.compute_dtype)
-        vectors = self.embedding(ops.maximum(ids + 1, 0))
-        total = ops.sum(vectors * mask[..., None], axis=-2)
-        return total / ops.maximum(ops.sum(mask, axis=-1, keepdims=True), 1.0)
+        valid = ops.greater_equal(ids, 0)
+        return self.pool(self.embedding(ops.maximum(ids + 1, 0)), valid)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.dim,)

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from components.lake import Lake, fs
 from components.lake.commit import TMP_MARK
 from components.representations.export_lookups import missing_reason
-from components.representations.store import STEP_OF, Vectors, catalog, load_representation, vectors_path
+from components.representations.store import STEP_OF, Vectors, catalog, load_representation, normalize, vectors_path
 from components.step import StepError, StepResult
 from components.validate.step import validated_dir
 
@@ -59,12 +59,6 @@ def default_nlist(n: int, nlist: int | None = None) -> int:
     """``nlist`` or ``round(4 * sqrt(n))``, capped so each centroid has >= 39 training points (at least 1)."""
     wanted = nlist if nlist is not None else round(4 * math.sqrt(n))
     return max(1, min(wanted, n // MIN_POINTS_PER_CENTROID))
-
-
-def normalize(matrix: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero), float32 C-contiguous as FAISS wants."""
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.ascontiguousarray(matrix / np.maximum(norms, np.finfo(np.float32).tiny), dtype=np.float32)
 
 
 def build_index(matrix: np.ndarray, nlist: int, nprobe: int, seed: int):

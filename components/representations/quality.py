@@ -15,13 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from components.representations.config import QualityConfig
-from components.representations.store import Vectors
-
-
-def _normalized(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    norms = np.linalg.norm(matrix, axis=1)
-    keep = norms > 0
-    return (matrix[keep] / norms[keep, None]).astype(np.float32), keep
+from components.representations.store import Vectors, normalize
 
 
 def evaluate(vectors: Vectors, labels: pa.Table, label_columns: list[str], cfg: QualityConfig,
@@ -32,7 +26,9 @@ def evaluate(vectors: Vectors, labels: pa.Table, label_columns: list[str], cfg: 
     ids = labels.column("listing_id").to_pylist()
     rows = vectors.rows(ids)
     known = rows >= 0
-    matrix, nonzero = _normalized(vectors.matrix[rows[known]])
+    matrix = vectors.matrix[rows[known]]
+    nonzero = np.linalg.norm(matrix, axis=1) > 0  # zero vectors (no signal) are left out
+    matrix = normalize(matrix[nonzero])
     report: dict = {"listings_with_vector": int(nonzero.sum()), "catalog_listings": len(ids)}
     if len(matrix) < 3:
         report["error"] = "fewer than 3 catalog listings have a vector"

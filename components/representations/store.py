@@ -60,6 +60,12 @@ class Vectors:
         return out
 
 
+def normalize(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), float32 C-contiguous as FAISS wants."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.ascontiguousarray(matrix / np.maximum(norms, np.finfo(np.float32).tiny), dtype=np.float32)
+
+
 def vectors_path(lake: Lake, date, representation: str) -> str:
     return fs.join(lake.run_dir(date, STEP_OF[representation]), VECTORS_FILE)
 
