@@ -146,6 +146,16 @@ STEPS: tuple[Step, ...] = (
         writes=("runs/D/evaluate/metrics.json",),
         description="next-day ROC-AUC, PR-AUC, log-loss, NCE, ECE (raw and calibrated), lifts, oracle headroom",
     ),
+    Step(
+        "export_serving",
+        "components.serving.step:run",
+        deps=("calibrate",),
+        reads=("runs/D/train_{ctr,pccvr}/model", "runs/D/transform/transform_fn", "runs/D/calibrate/",
+               "runs/D/export_lookups/", "derived/examples/dt=D (parity check)"),
+        writes=("runs/D/export_serving/{ctr,pccvr}/ (SavedModel)",),
+        description="serving SavedModel per task: raw features -> TFT graph -> lookups -> ADPM ranker -> Platt "
+                    "probability; checked against the evaluated predictions",
+    ),
 )
 
 

@@ -68,7 +68,10 @@ class TaskConfig(_Section):
 def _pccvr() -> TaskConfig:
     adpm = AdpmConfig()
     adpm.component1.heads = 2  # paper 000 Table 1
-    return TaskConfig(ranker=RankerConfig(cross_layers=2, deep=[240, 120]), adpm=adpm, pretrained=["skipgram", "visual"],
+    # No debias tower: the paper adds it to the CTR model only (000 §5.3); position biases clicks, not
+    # purchases after a click.
+    return TaskConfig(ranker=RankerConfig(cross_layers=2, deep=[240, 120], debias=False), adpm=adpm,
+                      pretrained=["skipgram", "visual"],
                       training=TrainingConfig(batch_size=256, epochs=4))  # ~10k clicked rows a day on local
 
 
@@ -81,3 +84,6 @@ class ModelsConfig(_Section):
     ctr: TaskConfig = Field(default_factory=TaskConfig)
     pccvr: TaskConfig = Field(default_factory=_pccvr)
     ece_bins: int = Field(20, ge=2, description="equal-width bins of the expected calibration error")
+    serving_parity_rows: int = Field(2000, ge=1, description="test-day rows export_serving scores through the "
+                                     "exported model and compares with the evaluated calibrated predictions")
+    serving_tolerance: float = Field(1e-5, gt=0, description="largest allowed |probability difference| in that check")

@@ -18,10 +18,23 @@ from components.step import StepError, StepResult
 MODELS = {"ctr": ("ctr", True), "ctr_baseline": ("ctr", False), "pccvr": ("pccvr", True),
           "pccvr_baseline": ("pccvr", False)}
 """Model name -> (task, personalized)."""
+SCORE_FILE = "score.keras"
 
 
 def model_dir(lake: Lake, date, model: str) -> str:
     return fs.join(lake.run_dir(date, f"train_{model}"), "model")
+
+
+def load_score_model(lake: Lake, date, model: str):
+    """The trained ``score`` model (main logit) of ``runs/D/train_<model>/model``."""
+    import keras
+
+    import components.models.adpm.adpm  # noqa: F401  (registers the custom layers for deserialization)
+    import components.models.cross  # noqa: F401
+    import components.models.wide  # noqa: F401
+
+    with fs.local_dir(model_dir(lake, date, model), "r") as local:
+        return keras.models.load_model(os.path.join(local, SCORE_FILE), compile=False)
 
 
 def predictions_path(lake: Lake, date, model: str, split: str) -> str:
@@ -106,7 +119,7 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
         return result
     out = model_dir(lake, date, model)
     with atomic_dir(out, success=False) as tmp, fs.local_dir(tmp, "w") as local:
-        ranker.score.save(os.path.join(local, "score.keras"))
+        ranker.score.save(os.path.join(local, SCORE_FILE))
     for split in ("validation", "test"):
         if not model_input.split_rows(tdir, split):
             continue
