@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from components.beam_options import BeamConfig
 from components.corpora.config import CorporaConfig
+from components.dicts import deep_merge
 from components.marketplace.config import MarketplaceConfig
 from components.models.config import ModelsConfig
 from components.representations.config import RepresentationsConfig
@@ -94,16 +95,9 @@ def _read_preset(name_or_path: str, seen=()) -> dict:
     parent = data.pop("extends", None)
     name = data.get("preset", path.stem)
     if parent:
-        data = _merge(_read_preset(parent, seen + (str(path),)), data)
+        data = deep_merge(_read_preset(parent, seen + (str(path),)), data)
     data["preset"] = name
     return data
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def _apply_override(data: dict, assignment: str) -> dict:
@@ -117,7 +111,7 @@ def _apply_override(data: dict, assignment: str) -> dict:
     for part in parts[:-1]:
         leaf = leaf.setdefault(part, {})
     leaf[parts[-1]] = value
-    return _merge(data, node)
+    return deep_merge(data, node)
 
 
 def load_config(preset: str = "local", overrides: list[str] = (), **runtime) -> PipelineConfig:

@@ -137,6 +137,15 @@ def test_bad_overrides_name_the_field(overrides, message):
         load_config("local", overrides)
 
 
+def test_overriding_one_pccvr_field_keeps_the_other_pccvr_defaults():
+    default = load_config("local").models.pccvr
+    changed = load_config("local", ["models.pccvr.training.epochs=9"]).models.pccvr
+    assert changed.training.epochs == 9
+    assert changed.model_copy(update={"training": default.training}) == default  # nothing else moved
+    assert default.pretrained == ["skipgram", "visual"] and default.adpm.component1.heads == 2
+    assert default.ranker.debias is False and load_config("local").models.ctr.ranker.debias is True
+
+
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="available: .*local"):
         load_config("nosuch")

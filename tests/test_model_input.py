@@ -291,3 +291,17 @@ def test_split_rows_come_from_the_transform_stats(transform_dir, tmp_path):
     assert mi.split_rows(transform_dir, "train") == N == sum(len(b["clicked"]) for b in _make(transform_dir))
     assert mi.split_rows(transform_dir, "validation") is None
     assert mi.split_rows(_write_transform_output(str(tmp_path), splits=(), stats=False), "train") is None
+
+
+def test_clicked_rows_are_all_clicked_rows_reshuffled_every_epoch(transform_dir):
+    clicked = {r["impression_id"] for b in _make(transform_dir, batch_size=8) for r in _rows(
+        {k: v.numpy() for k, v in b.items()}) if r["clicked"] > 0}
+    assert 0 < len(clicked) < N
+    make = lambda seed: mi.clicked_rows(_make(transform_dir, batch_size=8), 4, seed, epochs=2)
+    batches = [{k: v.numpy() for k, v in b.items()} for b in make(5)]
+    assert all(len(b["clicked"]) <= 4 and (b["clicked"] > 0).all() for b in batches)
+    ids = [i for b in batches for i in b["impression_id"].tolist()]
+    first, second = ids[:len(clicked)], ids[len(clicked):]
+    assert set(first) == set(second) == clicked and len(second) == len(clicked)
+    assert first != second  # a new order each epoch
+    assert ids == [i for b in make(5) for i in b["impression_id"].numpy().tolist()]  # same seed, same orders

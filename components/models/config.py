@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from components.dicts import deep_merge
 from components.models.adpm.config import AdpmConfig
 
 
@@ -83,6 +84,15 @@ class ModelsConfig(_Section):
     wide: WideConfig = Field(default_factory=WideConfig)
     ctr: TaskConfig = Field(default_factory=TaskConfig)
     pccvr: TaskConfig = Field(default_factory=_pccvr)
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults_under_overrides(cls, data):
+        """A preset or ``--set`` that changes one field of ``pccvr`` keeps PCCVR's other defaults
+        (a bare ``TaskConfig`` would bring the CTR ones: pretrained AIR, batch 1024, 3 heads)."""
+        if isinstance(data, dict) and isinstance(data.get("pccvr"), dict):
+            data = {**data, "pccvr": deep_merge(_pccvr().model_dump(), data["pccvr"])}
+        return data
+
     ece_bins: int = Field(20, ge=2, description="equal-width bins of the expected calibration error")
     serving_parity_rows: int = Field(2000, ge=1, description="test-day rows export_serving scores through the "
                                      "exported model and compares with the evaluated calibrated predictions")

@@ -101,10 +101,12 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
         ranker = build_ranker(ranker_cfg, config.models.wide, vocab, adpm, adpm.input_specs if adpm else None,
                               name=model)
     batch = train_cfg.batch_size
-    def data(split, shuffle, epochs):
+    def data(split, shuffle, epochs, clicked=False):
         ds = model_input.make_dataset(tdir, split, batch, max_seq_len=config.models.max_seq_len,
-                                      max_query_tokens=config.models.max_query_tokens, shuffle=shuffle,
-                                      seed=config.seed, epochs=epochs, include_strings=True)
+                                      max_query_tokens=config.models.max_query_tokens, shuffle=shuffle and not clicked,
+                                      seed=config.seed, epochs=1 if clicked else epochs, include_strings=True)
+        if clicked:  # PCCVR: its clicked rows, cached; the frozen lookups then run on those rows only
+            ds = model_input.clicked_rows(ds, batch, config.seed, epochs)
         return ds.map(adpm.add_lookup_rows, num_parallel_calls=tf.data.AUTOTUNE) if adpm else ds
 
     steps = max(rows // batch, 1)
@@ -112,7 +114,7 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
              f"{train_cfg.epochs} epoch(s), strategy {train_cfg.strategy} ({strategy.num_replicas_in_sync} replica(s))"
              + (f", lookups {sorted(lookups)}" if lookups else ""))
     run_dir = lake.run_dir(date, f"train_{model}")
-    train_ds = task_batches(data("train", True, None), task, ranker.input_names, batch)
+    train_ds = task_batches(data("train", True, None, clicked=task == "pccvr"), task, ranker.input_names, batch)
     outcome = fit(ranker, train_ds, steps, train_cfg, fs.join(run_dir, "tensorboard") if fs.is_local(run_dir) else None,
                   progress)
     if not is_chief():
