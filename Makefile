@@ -34,6 +34,7 @@ lock:  ## re-resolve requirements.in into requirements.lock (needs the package r
 	{ echo "# Exact pins, verified together on a 2-core linux/x86_64 CPython 3.11 machine."; \
 	  echo "# Regenerate with 'make lock' (resolves requirements.in in a scratch venv)."; \
 	  build/lockvenv/bin/pip freeze --all --exclude-editable | grep -v "^pip=="; } > requirements.lock
+	build/lockvenv/bin/python docker/gpu_lock.py  # the GPU trainer's pins follow (docker/README.md)
 
 pipeline-local: $(STAMP)  ## generate the local synthetic marketplace into ./lake if absent and run the DAG for its default date
 	$(ADSF) run --root $(LAKE) --preset $(PRESET) $(if $(DATE),--date $(DATE),)

@@ -114,8 +114,8 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
              f"{train_cfg.epochs} epoch(s), strategy {train_cfg.strategy} ({strategy.num_replicas_in_sync} replica(s))"
              + (f", lookups {sorted(lookups)}" if lookups else ""))
     run_dir = lake.run_dir(date, f"train_{model}")
-    train_ds = task_batches(data("train", True, None, clicked=task == "pccvr"), task, ranker.input_names, batch)
-    outcome = fit(ranker, train_ds, steps, train_cfg, fs.join(run_dir, "tensorboard") if fs.is_local(run_dir) else None,
+    train_ds = task_batches(data("train", True, None, clicked=task == "pccvr"), task, ranker.input_names)
+    outcome = fit(ranker, train_ds, steps, train_cfg, fs.join(run_dir, "tensorboard") if fs.is_local(run_dir) and is_chief() else None,
                   progress)
     if not is_chief():
         return result

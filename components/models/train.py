@@ -68,26 +68,94 @@ class EpochProgress(keras.callbacks.Callback):
                       f"auc {logs.get('auc', float('nan')):.4f} ({time.perf_counter() - self.t0:.1f} s, {self.steps} steps)")
 
 
-def task_batches(dataset, task: str, input_names: list[str], batch_size: int):
-    """(inputs, label) batches of ``batch_size``; PCCVR keeps clicked rows only, re-batched so its
-    batches are full (a batch of impressions holds only a few percent of clicks)."""
+def task_batches(dataset, task: str, input_names: list[str]):
+    """(inputs, label) batches for ``fit``. For PCCVR, pass its clicked rows (``input.clicked_rows``)."""
     import tensorflow as tf
 
     label = TASK_LABEL[task]
-    if task == "pccvr":
-        dataset = dataset.map(lambda b: {k: b[k] for k in set(input_names) | {"clicked", label}})
-        dataset = dataset.unbatch().filter(lambda row: row["clicked"] > 0).batch(batch_size)
     return dataset.map(lambda b: ({k: b[k] for k in input_names}, b[label]), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+@keras.saving.register_keras_serializable(package="adsformer")
+class RowBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy from logits, one value per example, for the rankers' rank-1 logits and labels ``[B]``.
+
+    ``keras.losses.BinaryCrossentropy`` averages over the last axis, which for ``[B]`` logits is the batch
+    axis: it returns a scalar, and Keras leaves a scalar loss unscaled by 1/replicas (it only scales
+    per-example losses it reduces itself). Under a strategy with N replicas the all-reduced gradients
+    were then N times the global-batch gradient and the logged loss N times the true loss. Per-example
+    values let Keras reduce and scale them (sum / global batch).
+    """
+
+    def __init__(self, name: str = "binary_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        from keras import ops
+
+        return keras.losses.binary_crossentropy(ops.reshape(y_true, (-1, 1)), ops.reshape(y_pred, (-1, 1)),
+                                                from_logits=True)
+
+
+def _adapt_for_multi_worker(model, element_spec) -> None:
+    """Work around two places where Keras 3's ``fit`` (TF backend, checked with Keras 3.15 / TF 2.21)
+    fails under MultiWorkerMirroredStrategy with more than one worker
+    (https://github.com/keras-team/keras/issues/20585, /20329); a no-op otherwise.
+
+    1. ``fit`` starts with a symbolic build of the compiled metrics, loss and optimizer from one
+       distributed batch that it first averages with ``strategy.reduce("MEAN", batch)``; across
+       workers that is a collective op on one tensor, not on a ``(features dict, label)`` batch
+       ("Attempt to convert a value ({... PerReplica ...}) with an unsupported type (<class 'dict'>)
+       to a Tensor"). The build only needs shapes and dtypes: it is done here from the dataset's
+       element spec, and Keras' own pass is skipped for this model.
+    2. Each step's per-replica logs (scalar metric results) are averaged with
+       ``strategy.reduce("MEAN", v, axis=0)`` in multi-worker mode, which rejects scalars ("Invalid
+       reduction dimension 0 for input with 0 dimensions"): the train step returns them as
+       1-element vectors, which that reduce turns back into the scalar mean over the replicas.
+    """
+    import tensorflow as tf
+    from keras import ops
+
+    strategy = model.distribute_strategy
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or (
+            strategy.num_replicas_in_sync == len(strategy.extended.worker_devices)):
+        return  # not multi-worker mode: every replica is on this worker
+    if not (hasattr(model, "_symbolic_build") and hasattr(model, "_maybe_symbolic_build")):
+        raise StepError(f"this Keras ({keras.__version__}) lacks the internals the MultiWorkerMirroredStrategy "
+                        "workaround in components/models/train.py uses; check whether its fit works under "
+                        "multi_worker now and update the workaround")
+    with strategy.scope():
+        model._symbolic_build(data_batch=element_spec)  # TensorSpecs have the .shape and .dtype it reads
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    train_step = model.train_step
+
+    def train_step_with_vector_logs(data):
+        return {k: ops.reshape(v, (1,)) for k, v in train_step(data).items()}
+
+    model.train_step = train_step_with_vector_logs
 
 
 def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progress) -> TrainOutcome:
     """Compile and fit ``ranker.train`` (already built under the strategy's scope)."""
     total = max(steps_per_epoch * cfg.epochs, 1)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total, alpha=cfg.cosine_decay_alpha)
-    ranker.train.compile(optimizer=keras.optimizers.Adam(schedule),
-                         loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                         metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
-                         steps_per_execution=cfg.steps_per_execution)
+    strategy = ranker.train.distribute_strategy
+    steps_per_execution = cfg.steps_per_execution
+    if steps_per_execution > 1 and strategy.num_replicas_in_sync > 1:
+        progress(f"    training.steps_per_execution {steps_per_execution} -> 1: Keras {keras.__version__} cannot run "
+                 "several steps per execution under a strategy with more than one replica (\"You must feed a value "
+                 "for placeholder tensor 'while/cond/Placeholder'\")")
+        steps_per_execution = 1
+    # The optimizer and the metrics create variables and bind to the strategy current at their
+    # construction: make them under the strategy the model was built with (a model built under
+    # MirroredStrategy but compiled outside its scope fails in fit with "Mixing different
+    # tf.distribute.Strategy objects").
+    with strategy.scope():
+        ranker.train.compile(optimizer=keras.optimizers.Adam(schedule),
+                             loss=RowBinaryCrossentropy(),
+                             metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
+                             steps_per_execution=steps_per_execution)
+    _adapt_for_multi_worker(ranker.train, train_ds.element_spec)
     meter = Throughput(cfg.batch_size)
     callbacks = [meter, EpochProgress(progress, steps_per_epoch)]
     if log_dir:
