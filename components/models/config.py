@@ -54,11 +54,15 @@ class TrainingConfig(_Section):
         "default", description="tf.distribute strategy: one device, MirroredStrategy (GPUs of one worker), "
                                "MultiWorkerMirroredStrategy (workers from TF_CONFIG)")
     mixed_precision: bool = Field(False, description="mixed_float16 compute (GPU only)")
+    early_stopping_patience: int | None = Field(
+        None, ge=0, description="stop after this many epochs without a better validation ROC-AUC and keep the best "
+                                "epoch's weights (the validation day's second use after Platt, DESIGN §5); None = off")
     shuffle_buffer: int = Field(50_000, ge=0)
     steps_per_execution: int = Field(1, ge=1)
 
 
 class TaskConfig(_Section):
+    wide: WideConfig | None = Field(None, description="this task's wide embedding sizes; None = models.wide")
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     adpm: AdpmConfig = Field(default_factory=AdpmConfig)

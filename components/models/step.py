@@ -98,7 +98,7 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
         if ranker_cfg.personalized:
             adpm_cfg = _adpm_config(task_cfg, lookups, notes)
             adpm = ADPM(adpm_cfg, vocab)
-        ranker = build_ranker(ranker_cfg, config.models.wide, vocab, adpm, adpm.input_specs if adpm else None,
+        ranker = build_ranker(ranker_cfg, task_cfg.wide or config.models.wide, vocab, adpm, adpm.input_specs if adpm else None,
                               name=model)
     batch = train_cfg.batch_size
     def data(split, shuffle, epochs, clicked=False):
@@ -115,8 +115,14 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
              + (f", lookups {sorted(lookups)}" if lookups else ""))
     run_dir = lake.run_dir(date, f"train_{model}")
     train_ds = task_batches(data("train", True, None, clicked=task == "pccvr"), task, ranker.input_names)
-    outcome = fit(ranker, train_ds, steps, train_cfg, fs.join(run_dir, "tensorboard") if fs.is_local(run_dir) and is_chief() else None,
-                  progress)
+    validation = None
+    if train_cfg.early_stopping_patience is not None and model_input.split_rows(tdir, "validation"):
+        validation = task_batches(data("validation", False, 1, clicked=task == "pccvr"), task, ranker.input_names)
+        validation = validation.take(-(-model_input.split_rows(tdir, "validation", "clicks" if task == "pccvr" else "rows")
+                                       // batch))
+    outcome = fit(ranker, train_ds, steps, train_cfg,
+                  fs.join(run_dir, "tensorboard") if fs.is_local(run_dir) and is_chief() else None, progress,
+                  validation_ds=validation)
     if not is_chief():
         return result
     out = model_dir(lake, date, model)

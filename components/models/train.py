@@ -64,8 +64,10 @@ class EpochProgress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        val = f", validation auc {logs['val_auc']:.4f}" if "val_auc" in logs else ""
         self.progress(f"    epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, "
-                      f"auc {logs.get('auc', float('nan')):.4f} ({time.perf_counter() - self.t0:.1f} s, {self.steps} steps)")
+                      f"auc {logs.get('auc', float('nan')):.4f}{val} ({time.perf_counter() - self.t0:.1f} s, "
+                      f"{self.steps} steps)")
 
 
 def task_batches(dataset, task: str, input_names: list[str]):
@@ -133,10 +135,19 @@ def _adapt_for_multi_worker(model, element_spec) -> None:
         return {k: ops.reshape(v, (1,)) for k, v in train_step(data).items()}
 
     model.train_step = train_step_with_vector_logs
+    test_step = model.test_step  # validation logs (early stopping) are reduced the same way
+
+    def test_step_with_vector_logs(data):
+        return {k: ops.reshape(v, (1,)) for k, v in test_step(data).items()}
+
+    model.test_step = test_step_with_vector_logs
 
 
-def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progress) -> TrainOutcome:
-    """Compile and fit ``ranker.train`` (already built under the strategy's scope)."""
+def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progress,
+        validation_ds=None) -> TrainOutcome:
+    """Compile and fit ``ranker.train`` (already built under the strategy's scope). With
+    ``cfg.early_stopping_patience`` and a finite ``validation_ds``, each epoch ends with a pass over
+    it, and training keeps the weights of the epoch with the best validation ROC-AUC."""
     total = max(steps_per_epoch * cfg.epochs, 1)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total, alpha=cfg.cosine_decay_alpha)
     strategy = ranker.train.distribute_strategy
@@ -158,16 +169,27 @@ def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progre
     _adapt_for_multi_worker(ranker.train, train_ds.element_spec)
     meter = Throughput(cfg.batch_size)
     callbacks = [meter, EpochProgress(progress, steps_per_epoch)]
+    stopping = None
+    if cfg.early_stopping_patience is not None and validation_ds is not None and cfg.epochs > 1:
+        stopping = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.early_stopping_patience,
+                                                 restore_best_weights=True)
+        callbacks.append(stopping)
+    else:
+        validation_ds = None
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=max(steps_per_epoch // 10, 1)))
     t0 = time.perf_counter()
     history = ranker.train.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                               verbose=0)
+                               validation_data=validation_ds, shuffle=False, verbose=0)  # tf.data shuffles
     if meter.nonfinite is not None:
         step, loss = meter.nonfinite
         raise StepError(f"training stopped: the loss became {loss} at step {step} (epoch {step // steps_per_epoch + 1}); "
                         "lower training.learning_rate or check the input features for extreme values")
     hist = {k: [round(float(v), 5) for v in vals] for k, vals in history.history.items()}
+    if stopping is not None and "val_auc" in hist:
+        best = int(np.argmax(hist["val_auc"]))
+        hist["best_epoch"] = best + 1
+        progress(f"    kept epoch {best + 1} of {len(hist['val_auc'])} (validation ROC-AUC {hist['val_auc'][best]:.4f})")
     return TrainOutcome(hist, meter.examples_per_second, len(meter.times), time.perf_counter() - t0)
 
 

@@ -1,0 +1,64 @@
+"""Early stopping on the validation split (components/models/train.py ``fit``)."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from components.models.config import RankerConfig, TrainingConfig, WideConfig
+from components.models.ranker import build_ranker
+from components.models.train import fit, task_batches
+from tests.distributed_train_worker import VOCAB, synthetic
+
+
+def _ranker():
+    keras.utils.set_random_seed(3)
+    cfg = RankerConfig(personalized=False, cross_layers=1, cross_rank=8, deep=[16], dropout=0.0, debias=False)
+    wide = WideConfig(listing=8, shop=4, taxonomy=4, query=4, query_token=4, platform=2, hour_of_day=2,
+                      day_of_week=2, position=4, max_position=16)
+    return build_ranker(cfg, wide, VOCAB)
+
+
+def _batches(rows: int, seed: int, flip: bool = False):
+    features, clicked, _ = synthetic(rows, seed)
+    labels = 1.0 - clicked if flip else clicked
+    return tf.data.Dataset.from_tensor_slices({**features, "clicked": labels}).batch(64)
+
+
+def test_early_stopping_keeps_the_epoch_with_the_best_validation_auc():
+    """Validation labels are the opposite of the training ones: the better the model learns, the
+    worse its validation ROC-AUC, so the first epoch is the best; with patience 0 training stops
+    after the second and the first epoch's weights come back."""
+    ranker = _ranker()
+    train = task_batches(_batches(64 * 30, seed=1).repeat(), "ctr", ranker.input_names)
+    validation = task_batches(_batches(2048, seed=2, flip=True), "ctr", ranker.input_names)
+    snapshots = []
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots.append([w.copy() for w in self.model.get_weights()])
+
+    cfg = TrainingConfig(batch_size=64, epochs=5, learning_rate=5e-3, early_stopping_patience=0)
+    original_fit = ranker.train.fit
+
+    def fit_with_snapshot(*args, callbacks=(), **kwargs):
+        return original_fit(*args, callbacks=list(callbacks) + [Snapshot()], **kwargs)
+
+    ranker.train.fit = fit_with_snapshot
+    outcome = fit(ranker, train, 30, cfg, None, lambda *_: None, validation_ds=validation)
+    history = outcome.history
+    assert len(history["loss"]) == 2 and history["best_epoch"] == 1
+    assert history["val_auc"][0] > history["val_auc"][1]
+    assert history["loss"][1] < history["loss"][0]  # training itself kept improving
+    for now, first, second in zip(ranker.train.get_weights(), snapshots[0], snapshots[1]):
+        np.testing.assert_array_equal(now, first)
+    assert any(not np.array_equal(a, b) for a, b in zip(snapshots[0], snapshots[1]))
+
+
+def test_without_patience_there_is_no_validation_pass():
+    ranker = _ranker()
+    train = task_batches(_batches(64 * 10, seed=1).repeat(), "ctr", ranker.input_names)
+    validation = task_batches(_batches(256, seed=2), "ctr", ranker.input_names)
+    outcome = fit(ranker, train, 10, TrainingConfig(batch_size=64, epochs=2), None, lambda *_: None,
+                  validation_ds=validation)
+    assert "val_auc" not in outcome.history and len(outcome.history["loss"]) == 2
