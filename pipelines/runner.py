@@ -17,6 +17,7 @@ import traceback
 
 from components.lake import Lake, fs
 from components.lake.commit import clear_success, is_complete, mark_success
+from components.models.strategy import is_chief
 from components.step import StepError, StepResult
 from pipelines.dag import Step, steps_for
 from schemas.manifest import StepManifest
@@ -151,6 +152,8 @@ def _skipped(step: Step, run_dir: str) -> StepOutcome:
 
 
 def _execute(step: Step, config, date: dt.date, lake: Lake, run_dir: str, progress) -> StepOutcome:
+    if not is_chief():
+        return _execute_as_worker(step, config, date, lake, progress)
     clear_success(run_dir)
     # A step's run directory is its own: outputs of an earlier attempt must not outlive it
     # (a step that now skips, e.g. no images, would otherwise leave stale vectors behind).
@@ -175,3 +178,19 @@ def _execute(step: Step, config, date: dt.date, lake: Lake, run_dir: str, progre
     fs.write_text(fs.join(run_dir, "manifest.json"), manifest.model_dump_json(indent=2) + "\n")
     mark_success(run_dir)
     return StepOutcome(step.name, "succeeded", seconds, result.row_counts, result.outputs, notes=result.notes)
+
+
+def _execute_as_worker(step: Step, config, date: dt.date, lake: Lake, progress) -> StepOutcome:
+    """A non-chief worker of multi-worker training (TF_CONFIG): it trains in lockstep with the chief,
+    which alone clears, writes and commits the step's outputs."""
+    if not step.name.startswith("train_"):
+        return StepOutcome(step.name, "failed", 0.0, message=(
+            f"TF_CONFIG names this process a non-chief worker, which only joins multi-worker training; run "
+            f"{step.name} on the chief (or without TF_CONFIG) and only train_* steps here (--steps train_ctr)"))
+    t0 = time.perf_counter()
+    try:
+        result: StepResult = step.load()(config, date, lake, progress=progress)
+    except StepError as err:
+        return StepOutcome(step.name, "failed", time.perf_counter() - t0, message=str(err))
+    return StepOutcome(step.name, "succeeded", time.perf_counter() - t0,
+                       notes=result.notes + ["non-chief worker: the chief writes and commits the outputs"])

@@ -88,6 +88,24 @@ def test_runner_runs_in_order_writes_manifests_and_skips_finished(monkeypatch, t
     assert CALLS == ["a", "b", "b"] and forced.ok
 
 
+def test_a_non_chief_training_worker_trains_but_never_clears_or_commits(monkeypatch, tmp_path):
+    train = Step("train_x", "tests.test_dag_runner:step_b", deps=("a",))
+    fake_dag(monkeypatch, A, train)
+    lake = Lake(str(tmp_path))
+    cfg = load_config("tiny")
+    assert runner_mod.run_dag(cfg, D, lake, only=["a"], progress=lambda *_: None).ok
+    fs.write_text(fs.join(lake.run_dir(D, "train_x"), "chief.txt"), "written by the chief")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["h:1", "h:2"]},
+                                                "task": {"type": "worker", "index": 1}}))
+    summary = runner_mod.run_dag(cfg, D, lake, only=["train_x"], progress=lambda *_: None)
+    assert summary.ok and CALLS[-1] == "b" and "non-chief" in summary.outcomes[-1].notes[-1]
+    run_dir = lake.run_dir(D, "train_x")
+    assert fs.exists(fs.join(run_dir, "chief.txt"))  # not cleared
+    assert not lake.complete(run_dir) and not fs.exists(fs.join(run_dir, "manifest.json"))
+    refused = runner_mod.run_dag(load_config("tiny", force=True), D, lake, only=["a"], progress=lambda *_: None)
+    assert not refused.ok and "non-chief worker" in refused.render() and CALLS.count("a") == 1
+
+
 def test_failure_stops_the_run_with_the_steps_message(monkeypatch, tmp_path):
     fails = Step("fails", "tests.test_dag_runner:step_fails", deps=("a",))
     after = Step("after", "tests.test_dag_runner:step_b", deps=("fails",))
