@@ -9,9 +9,11 @@ ADSF := $(VENV)/bin/adsformer
 LAKE ?= lake
 PRESET ?= local
 DATE ?=
+START ?=
+END ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock pipeline-local test test-fast bench lint clean
+.PHONY: help setup lock pipeline-local backfill test test-fast bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -38,6 +40,10 @@ lock:  ## re-resolve requirements.in into requirements.lock (needs the package r
 
 pipeline-local: $(STAMP)  ## generate the local synthetic marketplace into ./lake if absent and run the DAG for its default date
 	$(ADSF) run --root $(LAKE) --preset $(PRESET) $(if $(DATE),--date $(DATE),)
+
+backfill: $(STAMP)  ## run the DAG for every date START..END (make backfill START=2026-03-04 END=2026-03-06)
+	@test -n "$(START)" -a -n "$(END)" || { echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD [PRESET=local] [LAKE=lake]"; exit 2; }
+	$(ADSF) backfill --root $(LAKE) --preset $(PRESET) --start $(START) --end $(END)
 
 test: $(STAMP)  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -47,6 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="recompute the selected steps even if they succeeded")
     _config_args(r)
 
+    b = sub.add_parser("backfill", help="run the DAG for every date of a range, oldest first",
+                       description="Run the DAG for each logical date from --start to --end (inclusive), oldest "
+                                   "first, skipping steps that already succeeded, and print a table of dates x steps. "
+                                   "A failed date stops the backfill unless --keep-going. Unrecognized --flags are "
+                                   "passed to Beam.")
+    b.add_argument("--root", required=True, help="lake root (local path or gs:// URI)")
+    b.add_argument("--start", type=_date, required=True, help="first logical date (YYYY-MM-DD)")
+    b.add_argument("--end", type=_date, required=True, help="last logical date (YYYY-MM-DD, inclusive)")
+    b.add_argument("--steps", help="comma-separated subset of steps to run for each date")
+    b.add_argument("--force", action="store_true", help="recompute the selected steps even if they succeeded")
+    b.add_argument("--keep-going", action="store_true", help="run the remaining dates after a failed one")
+    _config_args(b)
+
     d = sub.add_parser("dag", help="print the DAG as text and as Graphviz dot",
                        description="Print the DAG declared in pipelines/dag.py for a preset.")
     d.add_argument("--format", choices=["text", "dot", "both"], default="both")
@@ -75,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if beam_args and args.command != "run":
+    if beam_args and args.command not in ("run", "backfill"):
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from pipelines.config import ConfigError
@@ -107,17 +120,35 @@ def _generate(args, _beam_args) -> int:
 
 
 def _run(args, beam_args) -> int:
-    from pipelines.config import load_config
     from components.lake import Lake
     from pipelines.runner import run_dag
+
+    cfg, steps = _run_config(args, beam_args)
+    date = cfg.resolved_date(args.date)
+    print(f"adsformer run: preset {cfg.preset}, date {date}, root {args.root}")
+    summary = run_dag(cfg, date, Lake(args.root), only=steps)
+    print()
+    print(summary.render())
+    return 0 if summary.ok else 1
+
+
+def _run_config(args, beam_args):
+    from pipelines.config import load_config
 
     cfg = load_config(args.preset, args.overrides, force=args.force)
     if beam_args:
         cfg.beam.extra_args = list(cfg.beam.extra_args) + beam_args
-    date = cfg.resolved_date(args.date)
     steps = [s.strip() for s in args.steps.split(",")] if args.steps else None
-    print(f"adsformer run: preset {cfg.preset}, date {date}, root {args.root}")
-    summary = run_dag(cfg, date, Lake(args.root), only=steps)
+    return cfg, steps
+
+
+def _backfill(args, beam_args) -> int:
+    from components.lake import Lake
+    from pipelines.backfill import backfill
+
+    cfg, steps = _run_config(args, beam_args)
+    print(f"adsformer backfill: preset {cfg.preset}, {args.start}..{args.end}, root {args.root}")
+    summary = backfill(cfg, args.start, args.end, Lake(args.root), only=steps, keep_going=args.keep_going)
     print()
     print(summary.render())
     return 0 if summary.ok else 1
@@ -161,7 +192,7 @@ def _import(args, _beam_args) -> int:
     return 0
 
 
-_COMMANDS = {"generate": _generate, "run": _run, "dag": _dag, "headroom": _headroom, "import": _import}
+_COMMANDS = {"generate": _generate, "run": _run, "backfill": _backfill, "dag": _dag, "headroom": _headroom, "import": _import}
 
 if __name__ == "__main__":
     sys.exit(main())

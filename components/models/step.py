@@ -115,14 +115,15 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
              + (f", lookups {sorted(lookups)}" if lookups else ""))
     run_dir = lake.run_dir(date, f"train_{model}")
     train_ds = task_batches(data("train", True, None, clicked=task == "pccvr"), task, ranker.input_names)
-    validation = None
+    validation, validation_steps = None, None
     if train_cfg.early_stopping_patience is not None and model_input.split_rows(tdir, "validation"):
-        validation = task_batches(data("validation", False, 1, clicked=task == "pccvr"), task, ranker.input_names)
-        validation = validation.take(-(-model_input.split_rows(tdir, "validation", "clicks" if task == "pccvr" else "rows")
-                                       // batch))
+        # Repeated, with a pass of exactly one split's batches: Keras reuses its validation iterator.
+        validation_steps = -(-model_input.split_rows(tdir, "validation", "clicks" if task == "pccvr" else "rows") // batch)
+        validation = task_batches(data("validation", False, 1, clicked=task == "pccvr"), task,
+                                  ranker.input_names).repeat()
     outcome = fit(ranker, train_ds, steps, train_cfg,
                   fs.join(run_dir, "tensorboard") if fs.is_local(run_dir) and is_chief() else None, progress,
-                  validation_ds=validation)
+                  validation_ds=validation, validation_steps=validation_steps)
     if not is_chief():
         return result
     out = model_dir(lake, date, model)

@@ -144,10 +144,11 @@ def _adapt_for_multi_worker(model, element_spec) -> None:
 
 
 def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progress,
-        validation_ds=None) -> TrainOutcome:
+        validation_ds=None, validation_steps: int | None = None) -> TrainOutcome:
     """Compile and fit ``ranker.train`` (already built under the strategy's scope). With
     ``cfg.early_stopping_patience`` and a finite ``validation_ds``, each epoch ends with a pass over
-    it, and training keeps the weights of the epoch with the best validation ROC-AUC."""
+    it (``validation_steps`` batches of a repeated dataset, or until a finite one ends), and training
+    keeps the weights of the epoch with the best validation ROC-AUC."""
     total = max(steps_per_epoch * cfg.epochs, 1)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total, alpha=cfg.cosine_decay_alpha)
     strategy = ranker.train.distribute_strategy
@@ -180,7 +181,8 @@ def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progre
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=max(steps_per_epoch // 10, 1)))
     t0 = time.perf_counter()
     history = ranker.train.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                               validation_data=validation_ds, shuffle=False, verbose=0)  # tf.data shuffles
+                               validation_data=validation_ds, validation_steps=validation_steps,
+                               shuffle=False, verbose=0)  # tf.data shuffles
     if meter.nonfinite is not None:
         step, loss = meter.nonfinite
         raise StepError(f"training stopped: the loss became {loss} at step {step} (epoch {step // steps_per_epoch + 1}); "
