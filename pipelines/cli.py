@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--root", required=True, help="lake root (local path or gs://, s3:// URI)")
     r.add_argument("--date", type=_date, help="logical date D (default: the preset's default_date)")
     r.add_argument("--steps", help="comma-separated subset of steps to run (their dependencies must have succeeded)")
-    r.add_argument("--force", action="store_true", help="recompute the selected steps even if they succeeded")
+    r.add_argument("--force", action="store_true",
+                   help="recompute the selected steps (default: all) and everything downstream of them")
+    r.add_argument("--from-step", metavar="STEP",
+                   help="run the DAG, recomputing STEP and everything downstream of it even if they succeeded")
     _config_args(r)
 
     b = sub.add_parser("backfill", help="run the DAG for every date of a range, oldest first",
@@ -56,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--start", type=_date, required=True, help="first logical date (YYYY-MM-DD)")
     b.add_argument("--end", type=_date, required=True, help="last logical date (YYYY-MM-DD, inclusive)")
     b.add_argument("--steps", help="comma-separated subset of steps to run for each date")
-    b.add_argument("--force", action="store_true", help="recompute the selected steps even if they succeeded")
+    b.add_argument("--force", action="store_true",
+                   help="recompute the selected steps (default: all) and everything downstream of them")
+    b.add_argument("--from-step", metavar="STEP",
+                   help="for each date, recompute STEP and everything downstream of it even if they succeeded")
     b.add_argument("--keep-going", action="store_true", help="run the remaining dates after a failed one")
     _config_args(b)
 
@@ -135,7 +141,7 @@ def _run(args, beam_args) -> int:
 def _run_config(args, beam_args):
     from pipelines.config import load_config
 
-    cfg = load_config(args.preset, args.overrides, force=args.force)
+    cfg = load_config(args.preset, args.overrides, force=args.force, from_step=args.from_step)
     if beam_args:
         cfg.beam.extra_args = list(cfg.beam.extra_args) + beam_args
     steps = [s.strip() for s in args.steps.split(",")] if args.steps else None

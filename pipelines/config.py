@@ -33,6 +33,9 @@ class RuntimeOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     force: bool = False
+    from_step: str | None = None
+    lock_ttl_hours: float = Field(24.0, gt=0, description="a run's lock of its date expires this long after its "
+                                  "last finished step (longer than the longest step)")
 
 
 class PipelineConfig(BaseModel):

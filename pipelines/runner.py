@@ -19,7 +19,8 @@ from components.lake import Lake, fs
 from components.lake.commit import clear_success, is_complete, mark_success
 from components.models.strategy import is_chief
 from components.step import StepError, StepResult
-from pipelines.dag import Step, steps_for
+from pipelines.dag import Step, downstream, steps_for
+from pipelines.run_lock import RunLock
 from schemas.manifest import StepManifest
 
 
@@ -107,14 +108,29 @@ def _now() -> str:
 
 
 def run_dag(config, date: dt.date, lake: Lake, only: list[str] | None = None, progress=print) -> RunSummary:
-    """Run the DAG's steps for ``date`` (all, or ``only`` those), skipping finished ones unless forced."""
+    """Run the DAG's steps for ``date`` (all, or ``only`` those), skipping finished ones.
+
+    Recomputing is transitive: ``config.runtime.force`` recomputes the selected steps and every
+    step downstream of them, and ``config.runtime.from_step`` runs the DAG (upstream steps as
+    usual) and recomputes that step and everything downstream, so no output is left computed
+    from inputs that changed. Holds the date's :class:`RunLock` while it runs.
+    """
     steps = steps_for(config)
     names = [s.name for s in steps]
-    selected = set(only or names)
-    unknown = selected - set(names)
+    asked = set(only or names)
+    from_step = config.runtime.from_step
+    unknown = (asked | ({from_step} if from_step else set())) - set(names)
     if unknown:
         raise StepError(f"unknown step(s) {', '.join(sorted(unknown))}; the DAG has: {', '.join(names)}")
-    force = config.runtime.force
+    forced = downstream(steps, {from_step}) if from_step else downstream(steps, asked) if config.runtime.force else set()
+    selected = asked | forced
+    if not is_chief():  # a non-chief training worker: the chief holds the lock and writes
+        return _run_steps(steps, selected, forced, config, date, lake, progress, lock=None)
+    with RunLock(lake, date, config.runtime.lock_ttl_hours * 3600).acquire(progress) as lock:
+        return _run_steps(steps, selected, forced, config, date, lake, progress, lock)
+
+
+def _run_steps(steps, selected, forced, config, date, lake, progress, lock) -> RunSummary:
     outcomes, stopped = [], False
     for i, step in enumerate(steps, 1):
         if step.name not in selected:
@@ -123,7 +139,7 @@ def run_dag(config, date: dt.date, lake: Lake, only: list[str] | None = None, pr
         if stopped:
             outcomes.append(StepOutcome(step.name, "not run"))
             continue
-        if is_complete(run_dir) and not force:
+        if is_complete(run_dir) and step.name not in forced:
             outcomes.append(_skipped(step, run_dir))
             progress(f"[{i}/{len(steps)}] {step.name}: already succeeded for {date}, skipped")
             continue
@@ -139,6 +155,8 @@ def run_dag(config, date: dt.date, lake: Lake, only: list[str] | None = None, pr
         progress(f"[{i}/{len(steps)}] {step.name}: {outcome.state} in {outcome.seconds:.1f} s")
         outcomes.append(outcome)
         stopped = outcome.state == "failed"
+        if lock is not None:
+            lock.refresh()
     return RunSummary(date, lake.root, outcomes)
 
 

@@ -173,3 +173,72 @@ def test_manifest_json_schema_file_is_in_sync():
     assert SCHEMA_FILE.read_text() == json_schema()
     schema = json.loads(SCHEMA_FILE.read_text())
     assert {"step", "logical_date", "config_hash", "code_version", "row_counts"} <= set(schema["required"]) | set(schema["properties"])
+
+
+C = Step("c", "tests.test_dag_runner:step_b", deps=("b",), description="third")
+
+
+def test_force_and_from_step_recompute_what_was_asked_and_everything_downstream(monkeypatch, tmp_path):
+    fake_dag(monkeypatch, A, B, C)
+    lake = Lake(str(tmp_path))
+    quiet = lambda *_: None  # noqa: E731
+    assert runner_mod.run_dag(load_config("tiny"), D, lake, progress=quiet).ok and CALLS == ["a", "b", "b"]
+    CALLS.clear()
+    forced = runner_mod.run_dag(load_config("tiny", force=True), D, lake, only=["a"], progress=quiet)
+    assert CALLS == ["a", "b", "b"] and [o.state for o in forced.outcomes] == ["succeeded"] * 3
+    CALLS.clear()
+    from_b = runner_mod.run_dag(load_config("tiny", from_step="b"), D, lake, progress=quiet)
+    assert CALLS == ["b", "b"] and [o.state for o in from_b.outcomes] == ["skipped", "succeeded", "succeeded"]
+    with pytest.raises(StepError, match="unknown step"):
+        runner_mod.run_dag(load_config("tiny", from_step="nope"), D, lake, progress=quiet)
+
+
+def _hold_lock(lake, owner: dict):
+    from pipelines.run_lock import LOCK_FILE
+
+    path = fs.join(lake.run_dir(D), LOCK_FILE)
+    fs.write_text(path, json.dumps(owner))
+    return path
+
+
+def test_a_second_run_of_the_same_date_is_refused_and_a_dead_or_expired_lock_is_taken_over(monkeypatch, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    fake_dag(monkeypatch, A)
+    lake = Lake(str(tmp_path))
+    quiet = lambda *_: None  # noqa: E731
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path = _hold_lock(lake, {"host": socket.gethostname(), "pid": holder.pid, "token": "x", "started": "then",
+                                 "expires": time.time() + 3600, "expires_at": "later"})
+        with pytest.raises(StepError, match=f"already being run by pid {holder.pid}"):
+            runner_mod.run_dag(load_config("tiny"), D, lake, progress=quiet)
+        assert CALLS == [] and fs.exists(path)
+    finally:
+        holder.kill()
+        holder.wait()
+    messages = []
+    assert runner_mod.run_dag(load_config("tiny"), D, lake, progress=messages.append).ok  # its owner is gone
+    assert any("process" in m and "gone" in m for m in messages) and not fs.exists(path)  # released
+    _hold_lock(lake, {"host": "another-host", "pid": 1, "token": "y", "started": "then", "expires": time.time() - 1,
+                      "expires_at": "a second ago"})
+    messages.clear()
+    assert runner_mod.run_dag(load_config("tiny", force=True), D, lake, progress=messages.append).ok
+    assert any("expired" in m for m in messages) and CALLS == ["a", "a"]
+
+
+def test_the_cli_refuses_a_locked_date_with_a_clear_message(monkeypatch, tmp_path, capsys):
+    import time
+
+    from pipelines.cli import main
+
+    fake_dag(monkeypatch, A)
+    lake = Lake(str(tmp_path))
+    _hold_lock(lake, {"host": "another-host", "pid": 1, "token": "z", "started": "2026-11-21T10:00:00+00:00",
+                      "expires": time.time() + 3600, "expires_at": "in an hour"})
+    assert main(["run", "--root", str(tmp_path), "--preset", "tiny", "--date", D.isoformat()]) == 2
+    err = capsys.readouterr().err
+    assert "already being run by pid 1 on another-host" in err and "delete the lock file" in err
