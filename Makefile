@@ -13,7 +13,7 @@ START ?=
 END ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock pipeline-local backfill test test-fast bench lint clean
+.PHONY: help setup lock pipeline-local backfill test test-fast airflow-test airflow-lock bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -50,6 +50,27 @@ test: $(STAMP)  ## run the whole test suite
 
 test-fast: $(STAMP)  ## the suite without the slow tests
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+AIRFLOW_VENV ?= build/airflow-venv
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_STAMP): airflow/requirements.lock
+	@echo ">> creating $(AIRFLOW_VENV) (Airflow's own environment) from airflow/requirements.lock"
+	rm -rf $(AIRFLOW_VENV) && $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade "pip==25.3"
+	$(AIRFLOW_VENV)/bin/pip install --quiet --no-deps -r airflow/requirements.lock
+	$(AIRFLOW_VENV)/bin/pip check
+	@touch $(AIRFLOW_STAMP)
+
+airflow-test: $(STAMP) $(AIRFLOW_STAMP)  ## generate the Airflow DAG and run `airflow dags test` on the tiny preset end to end
+	AIRFLOW_VENV=$(AIRFLOW_VENV) bash airflow/dags_test.sh
+
+airflow-lock:  ## re-resolve apache-airflow into airflow/requirements.lock
+	rm -rf build/airflow-lockvenv && $(PYTHON) -m venv build/airflow-lockvenv
+	build/airflow-lockvenv/bin/pip install --quiet --upgrade "pip==25.3"
+	build/airflow-lockvenv/bin/pip install --quiet "apache-airflow==3.3.2"
+	{ head -2 airflow/requirements.lock; build/airflow-lockvenv/bin/pip freeze --all | grep -v "^pip=="; } > build/airflow.lock
+	mv build/airflow.lock airflow/requirements.lock
 
 bench: $(STAMP)  ## measure the pipeline (writes bench/results.json and bench/results.md)
 	$(PY) -m pipelines.bench --out bench

@@ -23,6 +23,21 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config field, e.g. --set validate.max_bad_fraction=0.05 (repeatable)")
 
 
+def _root_and_date_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", required=True, help="lake root (local path or gs:// URI)")
+    p.add_argument("--date", type=_date, help="logical date D (default: the preset's default_date)")
+
+
+def _step_args(p: argparse.ArgumentParser) -> None:
+    """What to (re)compute of a date's run, and the config (``run`` and ``backfill``)."""
+    p.add_argument("--steps", help="comma-separated subset of steps to run (their dependencies must have succeeded)")
+    p.add_argument("--force", action="store_true",
+                   help="recompute the selected steps (default: all) and everything downstream of them")
+    p.add_argument("--from-step", metavar="STEP",
+                   help="run the DAG, recomputing STEP and everything downstream of it even if they succeeded")
+    _config_args(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adsformer",
@@ -41,14 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the DAG for one logical date",
                        description="Run the DAG's steps for --date in topological order, skipping steps that already "
                                    "succeeded. Unrecognized --flags are passed to Beam (e.g. --runner DataflowRunner).")
-    r.add_argument("--root", required=True, help="lake root (local path or gs://, s3:// URI)")
-    r.add_argument("--date", type=_date, help="logical date D (default: the preset's default_date)")
-    r.add_argument("--steps", help="comma-separated subset of steps to run (their dependencies must have succeeded)")
-    r.add_argument("--force", action="store_true",
-                   help="recompute the selected steps (default: all) and everything downstream of them")
-    r.add_argument("--from-step", metavar="STEP",
-                   help="run the DAG, recomputing STEP and everything downstream of it even if they succeeded")
-    _config_args(r)
+    _root_and_date_args(r)
+    _step_args(r)
 
     b = sub.add_parser("backfill", help="run the DAG for every date of a range, oldest first",
                        description="Run the DAG for each logical date from --start to --end (inclusive), oldest "
@@ -58,13 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--root", required=True, help="lake root (local path or gs:// URI)")
     b.add_argument("--start", type=_date, required=True, help="first logical date (YYYY-MM-DD)")
     b.add_argument("--end", type=_date, required=True, help="last logical date (YYYY-MM-DD, inclusive)")
-    b.add_argument("--steps", help="comma-separated subset of steps to run for each date")
-    b.add_argument("--force", action="store_true",
-                   help="recompute the selected steps (default: all) and everything downstream of them")
-    b.add_argument("--from-step", metavar="STEP",
-                   help="for each date, recompute STEP and everything downstream of it even if they succeeded")
     b.add_argument("--keep-going", action="store_true", help="run the remaining dates after a failed one")
-    _config_args(b)
+    _step_args(b)
+
+    c = sub.add_parser("check-raw", help="exit 0 when the raw partitions a date needs are all there (a sensor)",
+                       description="Check that every raw partition the run of --date reads is complete, including "
+                                   "the day after for the purchase labels; list the missing ones and exit 1 otherwise.")
+    _root_and_date_args(c)
+    _config_args(c)
+
+    a = sub.add_parser("airflow-dag", help="write the Airflow DAG file generated from the DAG declaration",
+                       description="Write OUT/adsformer_<preset>.py: one Airflow task per step (same dependencies), "
+                                   "each calling this CLI for the run's logical date, a raw-data sensor, @daily "
+                                   "schedule, retries. Regenerate after changing the DAG or the preset.")
+    a.add_argument("--root", required=True, help="lake root the scheduled runs use")
+    a.add_argument("--out", required=True, help="Airflow dags folder to write into")
+    a.add_argument("--adsformer", default=None,
+                   help="path of the adsformer executable the tasks call (default: the one running now)")
+    a.add_argument("--start", default="2026-03-01", help="the DAG's start_date (YYYY-MM-DD)")
+    _config_args(a)
 
     d = sub.add_parser("dag", help="print the DAG as text and as Graphviz dot",
                        description="Print the DAG declared in pipelines/dag.py for a preset.")
@@ -160,6 +181,35 @@ def _backfill(args, beam_args) -> int:
     return 0 if summary.ok else 1
 
 
+def _check_raw(args, _beam_args) -> int:
+    from components.lake import Lake
+    from components.validate.step import missing_raw
+    from pipelines.config import load_config
+
+    cfg = load_config(args.preset, args.overrides)
+    date = cfg.resolved_date(args.date)
+    missing = missing_raw(cfg, date, Lake(args.root))
+    if missing:
+        print(f"{len(missing)} raw partition(s) of the run of {date} are not there yet:\n  " + "\n  ".join(missing))
+        return 1
+    print(f"every raw partition the run of {date} needs is there")
+    return 0
+
+
+def _airflow_dag(args, _beam_args) -> int:
+    import os
+
+    from pipelines.airflow_dag import write
+    from pipelines.config import load_config
+
+    cfg = load_config(args.preset, args.overrides)
+    adsformer = args.adsformer or os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "adsformer")
+    path = write(cfg, args.out, os.path.abspath(args.root) if "://" not in args.root else args.root, adsformer,
+                 args.overrides, args.start)
+    print(f"wrote {path}")
+    return 0
+
+
 def _dag(args, _beam_args) -> int:
     from pipelines.config import load_config
     from pipelines.dag import steps_for, to_dot, to_text
@@ -198,7 +248,8 @@ def _import(args, _beam_args) -> int:
     return 0
 
 
-_COMMANDS = {"generate": _generate, "run": _run, "backfill": _backfill, "dag": _dag, "headroom": _headroom, "import": _import}
+_COMMANDS = {"generate": _generate, "run": _run, "backfill": _backfill, "check-raw": _check_raw,
+             "airflow-dag": _airflow_dag, "dag": _dag, "headroom": _headroom, "import": _import}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -44,6 +44,14 @@ def dead_letter_dir(lake: Lake, table: str, day) -> str:
     return lake.derived(f"dead_letter/{table}", day)
 
 
+def missing_raw(config, date: dt.date, lake: Lake) -> list[str]:
+    """Raw partitions the run of ``date`` waits for and that are not complete (``_SUCCESS``): every
+    table of the window's days and of the label days after D (the scheduler's sensor)."""
+    required, optional = config.window.raw_dates(date)
+    days = sorted(set(required) | {d for d in optional if d > date})
+    return [lake.raw(t, d) for d in days for t in config.validate.tables if not lake.complete(lake.raw(t, d))]
+
+
 def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     """Validate the raw partitions of ``date``'s window. ``config``: the pipeline config (reads
     ``.validate``, ``.window``, ``.beam``, ``.runtime.force``)."""
