@@ -172,3 +172,26 @@ def test_useless_or_degenerate_models_are_refused():
         fit_platt([0.1, np.inf], [0, 1])
     with pytest.raises(ValueError, match="equal length"):
         fit_platt([0.1, 0.2], [0, 1, 1])
+
+
+def test_an_optimizer_stop_at_the_optimum_is_accepted_and_one_far_from_it_is_refused(monkeypatch):
+    """trust-exact can end "unsuccessfully" at the optimum (no step predicts an improvement; seen on a
+    real validation day): accepted when the gradient vanishes, refused when it does not."""
+    import scipy.optimize
+
+    import components.calibrate.platt as platt_mod
+
+    rng = np.random.default_rng(5)
+    f = rng.normal(0, 1.5, 4000)
+    y = (rng.random(4000) < expit(0.8 * f - 2.2)).astype(float)
+    exact = fit_platt(f, y)
+
+    def stops_unsuccessfully(*args, **kwargs):
+        res = scipy.optimize.minimize(*args, **kwargs)
+        res.success, res.message = False, "A bad approximation caused failure to predict improvement."
+        return res
+
+    monkeypatch.setattr(platt_mod, "minimize", stops_unsuccessfully)
+    assert fit_platt(f, y) == exact
+    with pytest.raises(PlattFitError, match="did not converge"):
+        fit_platt(f, y, max_iter=1)  # one step from the base rate: far from stationary

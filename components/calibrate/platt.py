@@ -53,6 +53,10 @@ from scipy.special import expit
 
 __all__ = ["Platt", "PlattFitError", "downsampling_correction", "fit_platt"]
 
+STATIONARY_GRADIENT = 1e-7
+"""Largest |gradient| of the mean log-loss (standardized logits) accepted as converged when the
+optimizer stops for lack of a predicted improvement."""
+
 
 class PlattFitError(ValueError):
     """Platt scaling cannot be fit (or would not be monotone increasing) on the given data."""
@@ -180,7 +184,10 @@ def fit_platt(logits: Any, labels: Any, sample_weight: Any = None, negative_samp
     res = minimize(loss_grad, start, jac=True, hess=hess, method="trust-exact",
                    options={"maxiter": max_iter, "gtol": gtol})
     a_std, b_std = (float(v) for v in res.x)
-    if not res.success or not (math.isfinite(a_std) and math.isfinite(b_std)):
+    # trust-exact also stops "unsuccessfully" when it sits at the optimum and rounding leaves no
+    # step that predicts an improvement; a gradient this small is a stationary point of a convex loss.
+    stationary = bool(np.all(np.isfinite(res.jac))) and float(np.max(np.abs(res.jac))) <= STATIONARY_GRADIENT
+    if not (res.success or stationary) or not (math.isfinite(a_std) and math.isfinite(b_std)):
         raise PlattFitError(f"fit_platt: the optimizer did not converge on {f.size} rows ({res.message}); "
                             f"last a={a_std / sd:.6g}")
     a = a_std / sd
