@@ -58,17 +58,13 @@ def task_graph(config) -> dict[str, list[str]]:
     """Task id -> upstream task ids: the DAG's steps plus the raw-data sensor before the data steps."""
     from pipelines.dag import steps_for
 
-    steps = steps_for(config)
-    graph = {s.name: list(s.deps) for s in steps}
-    sources = [s.name for s in steps if not s.deps]
-    producers = [n for n in sources if n == "generate"]  # a synthetic lake's raw data comes from generate
-    graph[SENSOR] = producers
+    graph = {s.name: list(s.deps) for s in steps_for(config)}
+    producers = ["generate"] if graph.get("generate") == [] else []  # a synthetic lake's raw data
     for name, deps in graph.items():  # the steps that read raw data directly wait for the sensor
-        if name != SENSOR and name not in producers and (not deps or set(deps) & set(producers)):
+        if name not in producers and (not deps or set(deps) & set(producers)):
             deps[:] = [d for d in deps if d not in producers] + [SENSOR]
-    order = [SENSOR] + [s.name for s in steps]
-    if producers:
-        order = producers + [SENSOR] + [n for n in order if n not in producers and n != SENSOR]
+    graph[SENSOR] = producers
+    order = producers + [SENSOR] + [n for n in graph if n not in producers and n != SENSOR]
     return {name: graph[name] for name in order}
 
 
@@ -86,7 +82,7 @@ def render(config, root: str, adsformer: str, overrides: list[str], start: str, 
 def write(config, out_dir: str, root: str, adsformer: str, overrides: list[str], start: str) -> str:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"adsformer_{config.preset}.py")
-    with open(path + ".tmp", "w") as f:
+    with open(path + ".tmp", "w") as f:  # Airflow parses the folder at any time: never a half-written file
         f.write(render(config, root, adsformer, overrides, start))
     os.replace(path + ".tmp", path)
     return path

@@ -177,17 +177,10 @@ def _execute(step: Step, config, date: dt.date, lake: Lake, run_dir: str, progre
     # (a step that now skips, e.g. no images, would otherwise leave stale vectors behind).
     fs.delete_tree(run_dir)
     fs.makedirs(run_dir)
-    started, t0 = _now(), time.perf_counter()
-    try:
-        result: StepResult = step.load()(config, date, lake, progress=progress)
-    except StepError as err:
-        return StepOutcome(step.name, "failed", time.perf_counter() - t0, message=str(err))
-    except Exception as err:  # an unexpected crash: keep the traceback, say where it is
-        log_path = fs.join(run_dir, "error.log")
-        fs.write_text(log_path, traceback.format_exc())
-        return StepOutcome(step.name, "failed", time.perf_counter() - t0, message=(
-            f"{type(err).__name__}: {err}\nfull traceback: {log_path}"))
-    seconds = time.perf_counter() - t0
+    started = _now()
+    result, seconds = _call(step, config, date, lake, progress, fs.join(run_dir, "error.log"))
+    if isinstance(result, StepOutcome):
+        return result
     manifest = StepManifest(
         step=step.name, logical_date=date.isoformat(), status="success", started_at=started,
         finished_at=_now(), seconds=round(seconds, 3), config_hash=config.config_hash(),
@@ -198,6 +191,25 @@ def _execute(step: Step, config, date: dt.date, lake: Lake, run_dir: str, progre
     return StepOutcome(step.name, "succeeded", seconds, result.row_counts, result.outputs, notes=result.notes)
 
 
+def _call(step: Step, config, date: dt.date, lake: Lake, progress, error_log: str | None):
+    """``(StepResult, seconds)`` of the step's function, or ``(failed StepOutcome, seconds)``. An
+    unexpected crash keeps its traceback: in ``error_log``, or in the message when there is no log
+    (a non-chief worker writes nothing)."""
+    t0 = time.perf_counter()
+    try:
+        result: StepResult = step.load()(config, date, lake, progress=progress)
+    except StepError as err:
+        return StepOutcome(step.name, "failed", time.perf_counter() - t0, message=str(err)), 0.0
+    except Exception as err:  # an unexpected crash: keep the traceback, say where it is
+        trace = traceback.format_exc()
+        if error_log:
+            fs.write_text(error_log, trace)
+        where = f"full traceback: {error_log}" if error_log else trace
+        return StepOutcome(step.name, "failed", time.perf_counter() - t0,
+                           message=f"{type(err).__name__}: {err}\n{where}"), 0.0
+    return result, time.perf_counter() - t0
+
+
 def _execute_as_worker(step: Step, config, date: dt.date, lake: Lake, progress) -> StepOutcome:
     """A non-chief worker of multi-worker training (TF_CONFIG): it trains in lockstep with the chief,
     which alone clears, writes and commits the step's outputs."""
@@ -205,10 +217,8 @@ def _execute_as_worker(step: Step, config, date: dt.date, lake: Lake, progress) 
         return StepOutcome(step.name, "failed", 0.0, message=(
             f"TF_CONFIG names this process a non-chief worker, which only joins multi-worker training; run "
             f"{step.name} on the chief (or without TF_CONFIG) and only train_* steps here (--steps train_ctr)"))
-    t0 = time.perf_counter()
-    try:
-        result: StepResult = step.load()(config, date, lake, progress=progress)
-    except StepError as err:
-        return StepOutcome(step.name, "failed", time.perf_counter() - t0, message=str(err))
-    return StepOutcome(step.name, "succeeded", time.perf_counter() - t0,
+    result, seconds = _call(step, config, date, lake, progress, error_log=None)
+    if isinstance(result, StepOutcome):
+        return result
+    return StepOutcome(step.name, "succeeded", seconds,
                        notes=result.notes + ["non-chief worker: the chief writes and commits the outputs"])

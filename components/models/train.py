@@ -199,6 +199,8 @@ def predict_logits(score_model, dataset, task: str, input_names: list[str]) -> p
     """Main logits of every row of ``dataset`` (in order) with ids and labels."""
     import tensorflow as tf
 
+    from components.models.input import clicked_only
+
     @tf.function(reduce_retracing=True)  # PCCVR batches shrink to their clicked rows: shapes vary
     def step(batch):
         return score_model({k: batch[k] for k in input_names}, training=False)
@@ -206,8 +208,7 @@ def predict_logits(score_model, dataset, task: str, input_names: list[str]) -> p
     columns = {c: [] for c in PREDICTION_COLUMNS}
     for batch in dataset:
         if task == "pccvr":
-            keep = batch["clicked"] > 0
-            batch = {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
+            batch = clicked_only(batch)
         columns["logit"].append(step(batch).numpy().astype(np.float32))
         for c in ("impression_id", "clicked", "purchased", "sample_rate"):
             columns[c].append(batch[c].numpy())

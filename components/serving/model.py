@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import tensorflow as tf
 
 from components.transform.arrow_input import FLOAT_SCALARS, INT_SCALARS, STRING_SCALARS, to_record_batch
@@ -62,7 +63,7 @@ def raw_features(table: pa.Table, pairs) -> dict[str, np.ndarray]:
         out[name] = np.asarray(values.to_pylist(), dtype=object) if name in STRING_SCALARS else values.to_numpy()
     for entity, action in pairs:
         name = seq_column(entity, action)
-        lists = pa.compute.fill_null(batch.column(name), pa.scalar([], batch.column(name).type)).to_pylist()
+        lists = pc.fill_null(batch.column(name), pa.scalar([], batch.column(name).type)).to_pylist()
         width = max((len(x) for x in lists), default=0)
         out[name] = np.array([x + [""] * (width - len(x)) for x in lists], dtype=object).reshape(len(lists), width)
     return out

@@ -35,6 +35,7 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     from components.serving.model import ServingModel
 
     result = StepResult(inputs=[transform_dir(lake, date)])
+    examples = None  # the test day's examples, read once for every task's parity check
     for task in TASKS:
         platt = load_platt(lake, date, task)
         if platt is None:
@@ -48,7 +49,9 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
         out = serving_dir(lake, date, task)
         with atomic_dir(out, success=False) as tmp, fs.local_dir(tmp, "w") as local:
             module.save(local)
-        check = _parity(config, date, lake, task, platt, out)
+        if examples is None:
+            examples = parquet.read_partition(examples_dir(lake, config.window.test_date(date)))
+        check = _parity(config, date, lake, task, platt, out, examples)
         size = sum(os.path.getsize(p) for p in fs.list_tree(out)) if fs.is_local(out) else None
         result.outputs[task] = out
         result.metrics[task] = {**check, "seconds": round(time.perf_counter() - t0, 2), "bytes": size,
@@ -59,7 +62,7 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     return result
 
 
-def _parity(config, date, lake: Lake, task: str, platt, path: str) -> dict:
+def _parity(config, date, lake: Lake, task: str, platt, path: str, examples) -> dict:
     """Score test-day examples through the saved model and compare with the evaluated predictions."""
     from components.serving.model import load_serving, predict, raw_features
 
@@ -68,9 +71,8 @@ def _parity(config, date, lake: Lake, task: str, platt, path: str) -> dict:
         return {"parity_rows": 0, "max_abs_diff_probability": 0.0, "max_abs_diff_logit": 0.0}
     _, table, logits, _ = found
     wanted = table.column("impression_id").slice(0, config.models.serving_parity_rows)
-    examples = parquet.read_partition(examples_dir(lake, config.window.test_date(date)))
     examples = examples.filter(pc.is_in(examples.column("impression_id"), value_set=wanted))
-    position = {s: i for i, s in enumerate(table.column("impression_id").to_pylist())}
+    position = {s: i for i, s in enumerate(wanted.to_pylist())}  # wanted is the table's first rows
     rows = np.array([position[s] for s in examples.column("impression_id").to_pylist()], dtype=np.int64)
     with fs.local_dir(path, "r") as local:
         served = predict(load_serving(local), raw_features(examples, config.sessionize.pairs))
