@@ -15,10 +15,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from components.beam_options import BeamConfig
+from components.bless.config import BlessConfig
 from components.corpora.config import CorporaConfig
 from components.dicts import deep_merge
+from components.gates.config import GatesConfig
 from components.marketplace.config import MarketplaceConfig
 from components.models.config import ModelsConfig
+from components.report.config import ReportConfig
 from components.representations.config import RepresentationsConfig
 from components.sessionize.config import SessionizeConfig
 from components.transform.config import TransformConfig
@@ -51,11 +54,14 @@ class PipelineConfig(BaseModel):
     marketplace_days: int = Field(5, ge=1)
     window: WindowConfig = Field(default_factory=WindowConfig)
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    gates: GatesConfig = Field(default_factory=GatesConfig)
     sessionize: SessionizeConfig = Field(default_factory=SessionizeConfig)
     corpora: CorporaConfig = Field(default_factory=CorporaConfig)
     transform: TransformConfig = Field(default_factory=TransformConfig)
     representations: RepresentationsConfig = Field(default_factory=RepresentationsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    bless: BlessConfig = Field(default_factory=BlessConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions, exclude=True)
 

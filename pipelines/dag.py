@@ -44,9 +44,18 @@ STEPS: tuple[Step, ...] = (
         description="check raw partitions against the schemas; bad rows to dead letters with a reason",
     ),
     Step(
+        "data_gate",
+        "components.gates.step:run",
+        deps=("validate",),
+        reads=("derived/{validated,dead_letter}/<table>/dt=[D-T-7, D]",),
+        writes=("runs/D/data_gate/gate.json",),
+        description="compare each day's volume, click rate and dead-letter share with the 7 days before it; "
+                    "fail on anomalies so nothing trains or publishes on a broken day",
+    ),
+    Step(
         "sessionize",
         "components.sessionize.step:run",
-        deps=("validate",),
+        deps=("data_gate",),
         reads=("derived/validated/events/dt=[D-T-1, D+1]", "derived/validated/impressions/dt=[D-T, D]"),
         writes=("derived/examples/dt=[D-T, D]",),
         description="one example per impression: point-in-time one-hour sequences, click and purchase labels",
@@ -54,7 +63,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "corpora",
         "components.corpora.step:run",
-        deps=("validate",),
+        deps=("data_gate",),
         reads=("derived/validated/events/dt=<corpus days, ending at the last training day>",
                "derived/validated/listings/dt=<last corpus day>"),
         writes=("derived/{sessions,coclick}/dt=<corpus days>", "derived/listing_text/dt=<last corpus day>",
@@ -89,7 +98,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "visual",
         "components.representations.visual.step:run",
-        deps=("validate",),
+        deps=("data_gate",),
         reads=("derived/validated/listings/dt=D", "raw/images/"),
         writes=("runs/D/visual/{model,vectors.parquet}",),
         description="multitask EfficientNetB0 image vectors (taxonomy, fine taxonomy, color heads), whole catalog",
@@ -155,6 +164,25 @@ STEPS: tuple[Step, ...] = (
         writes=("runs/D/export_serving/{ctr,pccvr}/ (SavedModel)",),
         description="serving SavedModel per task: raw features -> TFT graph -> lookups -> ADPM ranker -> Platt "
                     "probability; checked against the evaluated predictions",
+    ),
+    Step(
+        "bless",
+        "components.bless.step:run",
+        deps=("evaluate", "export_serving"),
+        reads=("runs/D/evaluate/metrics.json", "runs/D/export_serving/<task>", "models/<task>/blessed.json",
+               "derived/examples/dt=D (the incumbent is scored on the same test day)"),
+        writes=("models/<task>/blessed.json", "models/<task>/history.jsonl", "runs/D/bless/decision.json"),
+        description="publish each task's serving model only if it is no worse than the blessed one on the same "
+                    "test day, calibrated, with a finite loss; otherwise keep the old one and say why",
+    ),
+    Step(
+        "report",
+        "components.report.step:run",
+        deps=("bless",),
+        reads=("runs/D/*/manifest.json", "runs/<last 30 dates>/evaluate/metrics.json", "raw/images/"),
+        writes=("runs/D/report/index.html",),
+        description="the run report: DAG states, data volumes, session lengths, representation quality and "
+                    "galleries, ROC/PR and reliability curves, the AUC trend, the blessing decision",
     ),
 )
 

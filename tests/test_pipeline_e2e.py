@@ -20,16 +20,9 @@ def digests(root: pathlib.Path, *subdirs: str) -> dict[str, str]:
     return out
 
 
-STEPS = ("generate", "validate", "sessionize", "corpora", "transform", "skipgram", "text_vectors", "visual", "air",
+STEPS = ("generate", "validate", "data_gate", "sessionize", "corpora", "transform", "skipgram", "text_vectors", "visual", "air",
          "ann_index", "export_lookups", "train_ctr", "train_ctr_baseline", "train_pccvr", "train_pccvr_baseline",
-         "calibrate", "evaluate", "export_serving")
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lake")
-    assert main(["run", "--root", str(root), "--preset", "tiny"]) == 0
-    return root
+         "calibrate", "evaluate", "export_serving", "bless", "report")
 
 
 def test_run_generates_validates_and_writes_manifests(tiny_run, capsys):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import uuid
 
 
 def _fs():
@@ -75,6 +76,22 @@ def open_write(path: str):
     if is_local(path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     return _fs().create(path)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Replace the file ``path`` all or nothing. Local: a temporary sibling (``.tmp-`` like staged
+    directories) renamed over it; object stores: one object write, which is atomic there."""
+    if not is_local(path):
+        write_bytes(path, data)
+        return
+    local = path[len("file://"):] if path.startswith("file://") else path
+    tmp = f"{local}.tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        write_bytes(tmp, data)
+        os.replace(tmp, local)
+    except BaseException:
+        delete_tree(tmp)
+        raise
 
 
 def read_text(path: str) -> str:

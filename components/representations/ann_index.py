@@ -26,16 +26,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-import os
 import time
-import uuid
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.lake import Lake, fs
-from components.lake.commit import TMP_MARK
 from components.representations.export_lookups import missing_reason
 from components.representations.store import STEP_OF, Vectors, catalog, load_representation, normalize, vectors_path
 from components.step import StepError, StepResult
@@ -185,23 +182,8 @@ def _write(index, ids: np.ndarray, index_file: str, ids_file: str) -> None:
     bad = [i for i in ids if "\n" in i or "\r" in i]
     if bad:
         raise StepError(f"ann_index: listing id {bad[0]!r} contains a line break; {ids_file} holds one id per line")
-    _write_atomic(index_file, faiss.serialize_index(index).tobytes())
-    _write_atomic(ids_file, "".join(f"{i}\n" for i in ids).encode("utf-8"))
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """Local: a temporary sibling renamed over ``path``; object stores: one object write (all or nothing)."""
-    if not fs.is_local(path):
-        fs.write_bytes(path, data)
-        return
-    local = path[len("file://"):] if path.startswith("file://") else path
-    tmp = f"{local}{TMP_MARK}{uuid.uuid4().hex[:12]}"
-    try:
-        fs.write_bytes(tmp, data)
-        os.replace(tmp, local)
-    except BaseException:
-        fs.delete_tree(tmp)
-        raise
+    fs.write_bytes_atomic(index_file, faiss.serialize_index(index).tobytes())
+    fs.write_bytes_atomic(ids_file, "".join(f"{i}\n" for i in ids).encode("utf-8"))
 
 
 def _skip(result: StepResult, name: str, reason: str) -> None:
