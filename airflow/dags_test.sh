@@ -27,11 +27,13 @@ root, date, log = sys.argv[1], dt.date.fromisoformat(sys.argv[2]), sys.argv[3]
 lake = Lake(root)
 missing = [s.name for s in steps_for(load_config("tiny")) if not lake.complete(lake.run_dir(date, s.name))]
 needed = [os.path.join(lake.run_dir(date, "evaluate"), "metrics.json"),
-          os.path.join(lake.run_dir(date, "export_serving"), "ctr", "saved_model.pb")]
+          os.path.join(lake.run_dir(date, "export_serving"), "ctr", "saved_model.pb"),
+          os.path.join(lake.run_dir(date, "bless"), "decision.json"),
+          os.path.join(lake.run_dir(date, "report"), "index.html")]
 absent = [p for p in needed if not os.path.exists(p)]
 if missing or absent:
     print(open(log).read()[-20000:])
     sys.exit(f"airflow-test: steps not finished for {date}: {missing}; missing outputs: {absent}")
 tasks = len(re.findall(r"\[DAG TEST\] running task", open(log).read()))
-print(f"airflow-test: ok: {tasks} task runs, every step of {date} succeeded, metrics.json and the serving model exist")
+print(f"airflow-test: ok: {tasks} task runs, every step of {date} succeeded, metrics.json, the serving model, the blessing decision and the report exist")
 PY

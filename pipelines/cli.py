@@ -92,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=["text", "dot", "both"], default="both")
     _config_args(d)
 
+    rp = sub.add_parser("report", help="render the run report of a date (also of a failed run)",
+                        description="Render the human-readable report of the run of --date from what is in the lake "
+                                    "(runs/D/*/manifest.json, error.log, evaluation, blessing, ...) into "
+                                    "runs/D/report/index.html, or --out. Works for a failed or partial run: sections "
+                                    "whose inputs are missing say why; failed and not-run steps are shown as such.")
+    _root_and_date_args(rp)
+    rp.add_argument("--out", help="write the page here instead of runs/D/report/index.html (a local path or URI)")
+    _config_args(rp)
+
     i = sub.add_parser("import", help="import a real event log (CSV, JSONL, Parquet) into raw/events",
                        description="Map a real event log to the raw events schema with a YAML mapping and write "
                                    "{root}/raw/events/dt=D per UTC day (atomic, _SUCCESS last; byte-identical on "
@@ -233,6 +242,26 @@ def _headroom(args, _beam_args) -> int:
     return 0
 
 
+def _report(args, _beam_args) -> int:
+    from components.lake import Lake
+    from components.report.step import render, report_path, write_report
+    from pipelines.config import load_config
+    from pipelines.dag import steps_for
+
+    cfg = load_config(args.preset, args.overrides)
+    date = cfg.resolved_date(args.date)
+    lake = Lake(args.root)
+    dag = [{"name": s.name, "deps": list(s.deps), "description": s.description} for s in steps_for(cfg)]
+    report = render(cfg, date, lake, dag=dag, progress=print)
+    path = write_report(report.html, args.out or report_path(lake, date))
+    m = report.metrics()
+    print(f"wrote {path} ({m['images']} images): {m['sections_rendered']} sections rendered, "
+          f"{m['sections_partial']} partial, {m['sections_unavailable']} not available")
+    for line in report.notes():
+        print(f"  {line}")
+    return 0
+
+
 def _import(args, _beam_args) -> int:
     from components.importer import ImportFailed, import_events, load_mapping, resolve
     from pipelines.config import CONFIG_DIR
@@ -249,7 +278,8 @@ def _import(args, _beam_args) -> int:
 
 
 _COMMANDS = {"generate": _generate, "run": _run, "backfill": _backfill, "check-raw": _check_raw,
-             "airflow-dag": _airflow_dag, "dag": _dag, "headroom": _headroom, "import": _import}
+             "airflow-dag": _airflow_dag, "dag": _dag, "headroom": _headroom, "import": _import,
+             "report": _report}
 
 if __name__ == "__main__":
     sys.exit(main())

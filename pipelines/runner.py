@@ -127,7 +127,20 @@ def run_dag(config, date: dt.date, lake: Lake, only: list[str] | None = None, pr
     if not is_chief():  # a non-chief training worker: the chief holds the lock and writes
         return _run_steps(steps, selected, forced, config, date, lake, progress, lock=None)
     with RunLock(lake, date, config.runtime.lock_ttl_hours * 3600).acquire(progress) as lock:
+        write_dag(steps, lake, date)
         return _run_steps(steps, selected, forced, config, date, lake, progress, lock)
+
+
+DAG_FILE = "_dag.json"
+
+
+def write_dag(steps: list[Step], lake: Lake, date: dt.date) -> str:
+    """``runs/D/_dag.json``: the DAG of the run (name, deps, description of every step), so readers of
+    the lake (the report, which must not import ``pipelines``) know the steps that did not run too."""
+    path = fs.join(lake.run_dir(date), DAG_FILE)
+    dag = [{"name": s.name, "deps": list(s.deps), "description": s.description} for s in steps]
+    fs.write_text(path, json.dumps(dag, indent=2) + "\n")
+    return path
 
 
 def _run_steps(steps, selected, forced, config, date, lake, progress, lock) -> RunSummary:
@@ -199,6 +212,8 @@ def _call(step: Step, config, date: dt.date, lake: Lake, progress, error_log: st
     try:
         result: StepResult = step.load()(config, date, lake, progress=progress)
     except StepError as err:
+        if error_log:  # so the run report (and a later reader) can say why, not only that, it failed
+            fs.write_text(error_log, f"{err}\n")
         return StepOutcome(step.name, "failed", time.perf_counter() - t0, message=str(err)), 0.0
     except Exception as err:  # an unexpected crash: keep the traceback, say where it is
         trace = traceback.format_exc()

@@ -29,14 +29,24 @@ def metrics_path(lake: Lake, date) -> str:
     return fs.join(lake.run_dir(date, "evaluate"), "metrics.json")
 
 
-def _oracle(lake: Lake, day) -> pa.Table | None:
+def read_oracle(lake: Lake, day) -> pa.Table | None:
+    """The oracle's true probabilities of ``day``'s impressions (synthetic lakes only), or None."""
     directory = lake.oracle("impressions", day)
     return parquet.read_partition(directory) if lake.complete(directory) else None
 
 
+def oracle_probabilities(oracle: pa.Table, table: pa.Table, task: str) -> np.ndarray:
+    """The oracle's true probability of each row of ``table`` (by impression_id; NaN where it has none)."""
+    column = ORACLE_COLUMN[task]
+    joined = table.select(["impression_id"]).join(
+        oracle.select(["impression_id", column]), "impression_id", join_type="left outer")
+    order = pc.index_in(table.column("impression_id"), joined.column("impression_id"))
+    return joined.column(column).take(order).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
 def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     test_day = config.window.test_date(date)
-    oracle = _oracle(lake, test_day)
+    oracle = read_oracle(lake, test_day)
     out: dict = {"test_day": test_day.isoformat()}
     result = StepResult()
     for model, (task, _) in MODELS.items():
@@ -67,14 +77,11 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
                       "ece_calibrated": metrics.ece(labels, calibrated, bins),
                       "roc_auc_calibrated": metrics.roc_auc(labels, calibrated), "platt": platt.to_dict()})
         if oracle is not None:
-            joined = table.select(["impression_id"]).join(
-                oracle.select(["impression_id", ORACLE_COLUMN[task]]), "impression_id", join_type="left outer")
-            order = pc.index_in(table.column("impression_id"), joined.column("impression_id"))
-            truth = joined.column(ORACLE_COLUMN[task]).take(order).to_numpy(zero_copy_only=False)
-            if np.isnan(truth.astype(np.float64)).any():
-                raise StepError(f"evaluate: {int(np.isnan(truth.astype(float)).sum())} test impressions of {model} have "
+            truth = oracle_probabilities(oracle, table, task)
+            if np.isnan(truth).any():
+                raise StepError(f"evaluate: {int(np.isnan(truth).sum())} test impressions of {model} have "
                                 f"no oracle row in {lake.oracle('impressions', test_day)}")
-            m["oracle_roc_auc"] = metrics.roc_auc(labels, truth.astype(np.float64))
+            m["oracle_roc_auc"] = metrics.roc_auc(labels, truth)
         out[model] = m
         result.inputs.append(path)
         progress(f"  {model}: ROC-AUC {m['roc_auc']:.4f}, PR-AUC {m['pr_auc']:.4f}, "
