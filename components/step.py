@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 
@@ -18,3 +19,16 @@ class StepResult:
 
 class StepError(RuntimeError):
     """A step failed for a reason the user can act on; the message says what, where and what to do."""
+
+
+def rows_text(row_counts: dict) -> str:
+    """A manifest's row counts for people: summed over days per output (``events/2026-03-01`` ->
+    ``events``), dead letters apart (``(+N dead letters)``); ``-`` when there are none."""
+    totals: dict[str, int] = {}
+    for key, value in (row_counts or {}).items():
+        name = re.sub(r"/\d{4}-\d{2}-\d{2}$", "", key)
+        totals[name] = totals.get(name, 0) + int(value)
+    text = " · ".join(f"{k} {v:,}" for k, v in totals.items() if not k.startswith("dead_letter/"))
+    if any(k.startswith("dead_letter/") for k in totals):
+        text += f" (+{sum(v for k, v in totals.items() if k.startswith('dead_letter/')):,} dead letters)"
+    return text or "-"

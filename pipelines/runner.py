@@ -18,7 +18,7 @@ import traceback
 from components.lake import Lake, fs
 from components.lake.commit import clear_success, is_complete, mark_success
 from components.models.strategy import is_chief
-from components.step import StepError, StepResult
+from components.step import StepError, StepResult, rows_text
 from pipelines.dag import Step, downstream, steps_for
 from pipelines.run_lock import RunLock
 from schemas.manifest import StepManifest
@@ -50,7 +50,7 @@ class RunSummary:
         lines = [f"run {self.date} on {self.root}", f"  {'step':<{width}}  {'state':<10} {'seconds':>8}  rows per output"]
         for o in self.outcomes:
             skip = next((n for n in o.notes if n.startswith("skipped:")), None)
-            rows = skip if skip and not o.row_counts else _rows_text(o.row_counts)
+            rows = skip if skip and not o.row_counts else rows_text(o.row_counts)
             lines.append(f"  {o.name:<{width}}  {o.state:<10} {o.seconds:>8.1f}  {rows}")
         for o in self.outcomes:
             places = sorted({re.sub(r"/dt=[^/]*$", "", path) for path in o.outputs.values()})
@@ -61,20 +61,6 @@ class RunSummary:
             lines.append(f"\nstep {o.name} failed:\n{o.message}")
         lines.append(f"\nartifacts: {fs.join(self.root, 'runs', self.date.isoformat())}")
         return "\n".join(lines)
-
-
-def _rows_text(row_counts: dict) -> str:
-    """Row counts summed over days per output (``events/2026-03-01`` -> ``events``); dead letters apart."""
-    if not row_counts:
-        return "-"
-    totals: dict[str, int] = {}
-    for key, value in row_counts.items():
-        name = re.sub(r"/\d{4}-\d{2}-\d{2}$", "", key)
-        totals[name] = totals.get(name, 0) + value
-    dead = sum(v for k, v in totals.items() if k.startswith("dead_letter/"))
-    text = " · ".join(f"{k} {v:,}" for k, v in totals.items() if not k.startswith("dead_letter/"))
-    has_dead = any(k.startswith("dead_letter/") for k in totals)
-    return text + (f" (+{dead:,} dead letters)" if has_dead else "")
 
 
 _CODE_VERSION = None

@@ -132,20 +132,6 @@ def code_versions(states: list[StepState]) -> list[str]:
     return sorted({str(s.manifest.get("code_version")) for s in states if s.manifest and s.manifest.get("code_version")})
 
 
-def rows_text(row_counts: dict) -> str:
-    """Row counts summed over days per output (``events/2026-03-01`` -> ``events``), dead letters apart."""
-    if not row_counts:
-        return "-"
-    totals: dict[str, int] = {}
-    for key, value in row_counts.items():
-        name = re.sub(r"/\d{4}-\d{2}-\d{2}$", "", key)
-        totals[name] = totals.get(name, 0) + int(value)
-    text = " · ".join(f"{k} {v:,}" for k, v in totals.items() if not k.startswith("dead_letter/"))
-    if any(k.startswith("dead_letter/") for k in totals):
-        text += f" (+{sum(v for k, v in totals.items() if k.startswith('dead_letter/')):,} dead letters)"
-    return text or "-"
-
-
 # ---------------------------------------------------------------------------------------------
 # Data volumes and gates
 # ---------------------------------------------------------------------------------------------
@@ -188,14 +174,17 @@ def volumes(config, lake: Lake, date) -> list[dict] | Unavailable:
     return [rows[k] for k in sorted(rows, key=lambda k: (k[1], k[0]))]
 
 
-def gate(lake: Lake, date) -> dict | Unavailable:
-    path = fs.join(lake.run_dir(date, "data_gate"), "gate.json")
+def _json_object(path: str, absent: str) -> dict | Unavailable:
     found = read_json(path)
     if found is None:
-        return Unavailable(f"{path} is absent: the data_gate step has not run (or this DAG has none)")
-    if not isinstance(found, dict):
-        return Unavailable(f"{path} is not a JSON object")
-    return found
+        return Unavailable(f"{path} is absent: {absent}")
+    return found if isinstance(found, dict) else Unavailable(f"{path} is not a JSON object")
+
+
+def gate(lake: Lake, date) -> dict | Unavailable:
+    from components.gates.step import gate_path
+
+    return _json_object(gate_path(lake, date), "the data_gate step has not run (or this DAG has none)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,10 +449,6 @@ def trend(lake: Lake, date, runs: int) -> list[dict] | Unavailable:
 
 
 def bless_decision(lake: Lake, date) -> dict | Unavailable:
-    path = fs.join(lake.run_dir(date, "bless"), "decision.json")
-    found = read_json(path)
-    if found is None:
-        return Unavailable(f"{path} is absent: the bless step has not run")
-    if not isinstance(found, dict):
-        return Unavailable(f"{path} is not a JSON object")
-    return found
+    from components.bless.step import decision_path
+
+    return _json_object(decision_path(lake, date), "the bless step has not run")

@@ -25,7 +25,7 @@ import numpy as np
 from components.lake import Lake, fs
 from components.report import html as H
 from components.report import plots, sections as S
-from components.step import StepResult
+from components.step import StepResult, rows_text
 
 log = logging.getLogger(__name__)
 STEP = "report"
@@ -138,7 +138,7 @@ def _dag_section(sec: H.Section, ctx: _Context) -> None:
         name = H.Raw(f"<b>{H.esc(s.name)}</b>" + (f'<br><span class="cap">{H.esc(s.description)}</span>'
                                                   if s.description else ""))
         seconds = f"{s.seconds:,.1f}" if isinstance(s.seconds, (int, float)) else "-"
-        rows.append([name, H.badge(s.state), H.Num(seconds), S.rows_text(s.row_counts),
+        rows.append([name, H.badge(s.state), H.Num(seconds), rows_text(s.row_counts),
                      "; ".join(map(str, s.notes)) or "-"])
     sec.add(H.table(["step", "state", "seconds", "rows per output", "notes"], rows))
     total = sum(s.seconds or 0 for s in states)
@@ -392,7 +392,9 @@ def _bless_section(sec: H.Section, ctx: _Context) -> None:
         cand = d.get("candidate") if isinstance(d.get("candidate"), dict) else {}
         inc = d.get("incumbent") if isinstance(d.get("incumbent"), dict) else None
         after = d.get("blessed_after") if isinstance(d.get("blessed_after"), dict) else None
-        rows.append([task, H.badge("PUBLISHED", "published") if d.get("published") else H.badge("KEPT", "kept"),
+        verdict = (H.badge("PUBLISHED", "published") if d.get("published") else H.badge("KEPT", "kept") if after
+                   else H.badge("NOT PUBLISHED", "kept"))
+        rows.append([task, verdict,
                      d.get("reason") or "-", cand.get("run"), cand.get("roc_auc"), cand.get("ece_calibrated"),
                      cand.get("logloss_calibrated"),
                      f"{inc.get('run', '?')} (ROC-AUC {H.fmt(inc.get('roc_auc'))})" if inc else "none",
@@ -401,7 +403,8 @@ def _bless_section(sec: H.Section, ctx: _Context) -> None:
         sec.add(H.table(["task", "decision", "reason", "candidate run", "candidate ROC-AUC", "candidate ECE (calibrated)",
                          "candidate log-loss (calibrated)", "incumbent", "blessed after"], rows))
         sec.text(H.note("PUBLISHED: models/<task>/blessed.json now points at this run's serving model; KEPT: the "
-                        "blessed model stays (runs/D/bless/decision.json)."))
+                        "blessed model stays; NOT PUBLISHED: the task has no blessed model yet "
+                        "(runs/D/bless/decision.json)."))
     if other:
         sec.add(H.note("other entries of decision.json:"))
         sec.add(H.json_block(other))
