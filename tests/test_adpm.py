@@ -119,6 +119,8 @@ def _reference_encoder(encoder: AdsformerEncoder, target, sequence) -> np.ndarra
     x = table[np.where(valid, tokens + 1, 0)] + encoder.position_embedding.numpy()[: tokens.shape[1]]
     for block in encoder.block_layers:
         x = _reference_block(block, x, valid)
+    if encoder.pooling == "target":
+        return x[:, 0]
     if encoder.pooling == "max":
         return np.where(valid[..., None], x, -np.inf).max(axis=1)
     return (x * valid[..., None]).sum(1) / valid.sum(1, keepdims=True)
@@ -144,7 +146,7 @@ def test_block_matches_the_paper_formulas_and_attention_masks_padding():
 
 # ---------------------------------------------------------------------------------------------- encoder
 
-@pytest.mark.parametrize("pooling", ["max", "avg"])
+@pytest.mark.parametrize("pooling", ["max", "avg", "target"])
 def test_encoder_puts_the_target_at_position_zero_and_matches_the_reference(pooling):
     encoder = AdsformerEncoder(vocabulary_size=11, embedding_dim=6, max_len=4, heads=2, blocks=2, ff_dim=12,
                                pooling=pooling)
@@ -182,6 +184,31 @@ def test_encoder_output_does_not_depend_on_padding():
     # longer than max_len: only the newest max_len positions are kept
     longer = np.concatenate([padded, np.array([[4, 4], [-1, -1]])], axis=1)
     np.testing.assert_array_equal(encoder(target, longer).numpy(), base)
+
+
+def test_bst_target_output_is_the_blocks_output_at_the_target_position():
+    """pooling="target" (BST, paper 000 §5.1 ref. [11]): no pooling, the encoded target position."""
+    encoder = AdsformerEncoder(vocabulary_size=11, embedding_dim=8, max_len=5, heads=8, ff_dim=16, pooling="target")
+    target = np.array([3, 7], np.int64)
+    sequence = np.array([[1, 2, 4, -1, -1], [-1, -1, -1, -1, -1]], np.int64)
+    got = encoder(target, sequence).numpy()
+    # by hand from the layer's parts: x0 = E[t + 1] + P, one block, row 0 of its output
+    tokens = np.concatenate([target[:, None], sequence], axis=1)
+    valid = np.concatenate([np.ones((2, 1), bool), sequence >= 0], axis=1)
+    x0 = encoder.embedding.embeddings.numpy()[np.where(valid, tokens + 1, 0)] + encoder.position_embedding.numpy()[:6]
+    block_out = encoder.block_layers[0](x0.astype(np.float32), valid).numpy()
+    np.testing.assert_allclose(got, block_out[:, 0], rtol=1e-5, atol=1e-6)
+    # a target without actions only attends to itself: the block applied to the target alone
+    alone = encoder.block_layers[0](x0[1:2, :1].astype(np.float32), valid[1:2, :1]).numpy()[:, 0]
+    np.testing.assert_allclose(got[1:2], alone, rtol=1e-5, atol=1e-6)
+    # the target has attended to the sequence: another valid action changes it (no pooling over positions)
+    changed = sequence.copy()
+    changed[0, 2] = 9
+    assert np.abs(encoder(target, changed).numpy()[0] - got[0]).max() > 1e-4
+    clone = AdsformerEncoder.from_config(encoder.get_config())
+    assert clone.pooling == "target" and clone.pool is None
+    with pytest.raises(ValueError, match="'max', 'avg' or 'target'"):
+        AdsformerEncoder(vocabulary_size=11, pooling="sum")
 
 
 # ------------------------------------------------------------------------------------- component 2
@@ -309,6 +336,59 @@ def test_output_is_the_concatenation_of_the_components_and_each_can_be_switched_
     rows_batch = rows_layer.add_lookup_rows({k: tf.constant(v) for k, v in batch.items()}, drop_ids=True)
     assert "seq_listing_view" not in rows_batch
     np.testing.assert_allclose(rows_model(rows_batch).numpy(), u, rtol=1e-5, atol=1e-6)
+
+
+def test_last_k_hand_computed_on_component_3():
+    """last_k = 2: a sequence of 6 actions is pooled over its first (newest) 2 only."""
+    cfg = AdpmConfig.model_validate({"last_k": 2, "component1": {"enabled": False},
+                                     "component2": {"enabled": False},
+                                     "component3": {"pairs": [["listing", "view"]], "dims": {"listing": 2}}})
+    layer = ADPM(cfg, VOCAB)
+    model = _model(layer)
+    layer.learned.tables["listing_view_embedding"].embeddings.assign(
+        np.array([[99, 99]] + [[i, 10 * i] for i in range(1, 12)], np.float32))  # row r + 1 = index r: [r + 1, ...]
+    sequence = np.array([[0, 2, 4, 5, 6, 7], [3, -1, -1, -1, -1, -1], [-1, -1, 1, 1, 1, 1]], np.int64)
+    got = model({"seq_listing_view_idx": sequence}).numpy()
+    # row 0: indices 0 and 2 -> rows 1 and 3 -> mean (1 + 3) / 2; row 1: index 3 only; row 2: both padding
+    np.testing.assert_allclose(got, [[2, 20], [4, 40], [0, 0]], rtol=1e-6)
+
+
+def test_last_k_equals_the_layer_on_the_first_k_entries(lookups):
+    """Every component (encoder, pretrained in ids and rows mode, learned) reads only the first k entries."""
+    for c2_input in ("ids", "rows"):
+        full = ADPM(_config(lookups, c2_input=c2_input), VOCAB)
+        cut = ADPM(_config(lookups, c2_input=c2_input).model_copy(update={"last_k": 2}), VOCAB)
+        full_model, cut_model = _model(full), _model(cut)
+        cut_model.set_weights(full_model.get_weights())
+        batch = _batch(full.cfg, seed=4, batch=5, length=6)
+        if c2_input == "rows":
+            batch = {k: v.numpy() for k, v in full.add_lookup_rows(
+                {k: tf.constant(v) for k, v in batch.items()}, drop_ids=True).items()}
+        first2 = {k: v if k == "listing_id_idx" else v[:, :2] for k, v in batch.items()}
+        want = full_model(first2).numpy()
+        np.testing.assert_allclose(cut_model(batch).numpy(), want, rtol=1e-5, atol=1e-6)
+        assert np.abs(full_model(batch).numpy() - want).max() > 1e-4  # the later entries did count without it
+    assert AdpmConfig().last_k is None
+    with pytest.raises(ValueError):
+        AdpmConfig.model_validate({"last_k": 0})
+
+
+def test_bst_and_last_k_survive_the_keras_file_round_trip(tmp_path):
+    cfg = AdpmConfig.model_validate({"last_k": 3, "component2": {"enabled": False}, "component3": {"enabled": False},
+                                     "component1": {"embedding_dim": 8, "heads": 8, "ff_dim": 16, "max_len": 3,
+                                                    "pooling": "target", "dropout": 0.2}})
+    layer = ADPM(cfg, VOCAB, name="adpm")
+    model = _model(layer)
+    batch = _batch(cfg, seed=9, batch=4, length=6)
+    want = model(batch).numpy()
+    np.testing.assert_allclose(want, layer.encoders[0](batch["listing_id_idx"],
+                                                       batch["seq_listing_view_idx"][:, :3]).numpy(), rtol=1e-5,
+                               atol=1e-6)
+    path = str(tmp_path / "bst.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("adpm").cfg == cfg
+    np.testing.assert_allclose(loaded(batch).numpy(), want, rtol=1e-6)
 
 
 def test_config_validation_says_what_is_wrong():

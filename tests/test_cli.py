@@ -9,7 +9,8 @@ import pytest
 
 from pipelines.cli import build_parser, main
 
-COMMANDS = ["generate", "run", "backfill", "check-raw", "airflow-dag", "dag", "headroom", "import", "report"]
+COMMANDS = ["generate", "run", "backfill", "check-raw", "airflow-dag", "dag", "headroom", "import", "report",
+            "ablate"]
 
 
 def test_every_command_has_help(capsys):

@@ -67,7 +67,14 @@ def lookup_paths(wanted: list[str], lake: Lake, date) -> dict[str, str]:
     return {name: p for name, p in paths.items() if fs.exists(fs.join(p, "saved_model.pb"))}
 
 
-def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -> StepResult:
+def train_model(config, date: dt.date, lake: Lake, model: str, progress=print, *, out_dir: str | None = None,
+                task_cfg=None, save_model: bool = True, splits: tuple[str, ...] = ("validation", "test"),
+                tensorboard: bool = True) -> StepResult:
+    """Train ``model`` (a key of :data:`MODELS`: its task and whether it is personalized) on the run's
+    transform output and write ``model/score.keras`` (when ``save_model``) and
+    ``predictions/<split>.parquet`` for ``splits`` under ``out_dir`` (default ``runs/D/train_<model>``).
+    ``task_cfg`` replaces ``config.models.<task>`` (e.g. an ablation variant, components/ablate);
+    the seed is ``config.seed``."""
     import keras
     import tensorflow as tf
 
@@ -78,7 +85,7 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
     from components.models.train import TASK_LABEL, fit, predict_logits, task_batches
 
     task, personalized = MODELS[model]
-    task_cfg = getattr(config.models, task)
+    task_cfg = task_cfg if task_cfg is not None else getattr(config.models, task)
     ranker_cfg = task_cfg.ranker.model_copy(update={"personalized": personalized and task_cfg.ranker.personalized})
     train_cfg = task_cfg.training
     tdir = transform_dir(lake, date)
@@ -92,7 +99,8 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
     notes = [n for n in [use_mixed_precision(train_cfg.mixed_precision)] if n]
     strategy = make_strategy(train_cfg.strategy)
     vocab = model_input.vocabulary_sizes(tdir)
-    lookups = lookup_paths(task_cfg.pretrained, lake, date) if ranker_cfg.personalized else {}
+    lookups = (lookup_paths(task_cfg.pretrained, lake, date)
+               if ranker_cfg.personalized and task_cfg.adpm.component2.enabled else {})
     adpm = None
     with strategy.scope():
         if ranker_cfg.personalized:
@@ -113,7 +121,7 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
     progress(f"  {model}: {ranker.train.count_params():,} parameters, {rows:,} training rows, batch {batch}, "
              f"{train_cfg.epochs} epoch(s), strategy {train_cfg.strategy} ({strategy.num_replicas_in_sync} replica(s))"
              + (f", lookups {sorted(lookups)}" if lookups else ""))
-    run_dir = lake.run_dir(date, f"train_{model}")
+    run_dir = out_dir or lake.run_dir(date, f"train_{model}")
     train_ds = task_batches(data("train", True, None, clicked=task == "pccvr"), task, ranker.input_names)
     validation, validation_steps = None, None
     if train_cfg.early_stopping_patience is not None and model_input.split_rows(tdir, "validation"):
@@ -122,22 +130,25 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print) -
         validation = task_batches(data("validation", False, 1, clicked=task == "pccvr"), task,
                                   ranker.input_names).repeat()
     outcome = fit(ranker, train_ds, steps, train_cfg,
-                  fs.join(run_dir, "tensorboard") if fs.is_local(run_dir) and is_chief() else None, progress,
+                  fs.join(run_dir, "tensorboard") if tensorboard and fs.is_local(run_dir) and is_chief() else None,
+                  progress,
                   validation_ds=validation, validation_steps=validation_steps)
     if not is_chief():
         return result
-    out = model_dir(lake, date, model)
-    with atomic_dir(out, success=False) as tmp, fs.local_dir(tmp, "w") as local:
-        ranker.score.save(os.path.join(local, SCORE_FILE))
-    for split in ("validation", "test"):
+    out = fs.join(run_dir, "model") if save_model else None
+    if out:
+        with atomic_dir(out, success=False) as tmp, fs.local_dir(tmp, "w") as local:
+            ranker.score.save(os.path.join(local, SCORE_FILE))
+    for split in splits:
         if not model_input.split_rows(tdir, split):
             continue
         table = predict_logits(ranker.score, data(split, False, 1), task, ranker.input_names)
-        path = predictions_path(lake, date, model, split)
+        path = fs.join(run_dir, "predictions", f"{split}.parquet")
         parquet.write_table(table, path)
         result.outputs[f"predictions/{split}"] = path
         result.row_counts[f"predictions/{split}"] = table.num_rows
-    result.outputs["model"] = out
+    if out:
+        result.outputs["model"] = out
     result.metrics = {"task": task, "label": TASK_LABEL[task], "personalized": ranker_cfg.personalized,
                       "parameters": int(ranker.train.count_params()), "training_rows": rows, "steps": outcome.steps,
                       "seconds": round(outcome.seconds, 2), "history": outcome.history,

@@ -22,6 +22,11 @@ class ADPM(keras.layers.Layer):
     of size ``output_dim = d1 x |pairs_1| + sum_r d_r x |actions_2| + sum_{(e,a)} d_e`` (§2.6).
     Switched-off components are left out of ``u``; at least one must be on.
 
+    With ``last_k = k`` every sequence input (all but ``listing_id_idx``) is first cut to its first
+    ``k`` entries, ``s <- s[:, :k]``: sequences are newest first, so the components see the last ``k``
+    actions instead of the one-hour window (paper 000 §5.1, Table 2: ADPM k = 5, k = 20). The cut
+    is inside the layer, so the input pipeline and the serving signature do not change.
+
     Constructor: ``config`` (an :class:`AdpmConfig` or its dict) and ``vocabulary_sizes``
     (entity -> K + 1 including the OOV row, e.g. ``{"listing": 10001, "shop": 1501, ...}``).
     All three components index the same per-entity vocabularies (paper 000 A.2). Input: a dict
@@ -118,7 +123,16 @@ class ADPM(keras.layers.Layer):
             self.learned.build(input_shape)
         self.built = True
 
+    def _last_k(self, inputs: dict) -> dict:
+        """``inputs`` with every sequence cut to its first ``last_k`` entries (the target untouched)."""
+        k = self.cfg.last_k
+        if k is None:
+            return inputs
+        sequences = {key for key, (_, shape) in self.input_specs.items() if shape}
+        return {key: value[:, :k] if key in sequences else value for key, value in inputs.items()}
+
     def call(self, inputs, training=None):
+        inputs = self._last_k(inputs)
         parts = []
         for (entity, action), encoder in zip(self.cfg.component1.pairs, self.encoders):
             parts.append(encoder(inputs[TARGET_IDX], inputs[seq_idx_key(entity, action)], training=training))

@@ -22,10 +22,14 @@ class AdsformerEncoder(keras.layers.Layer):
                                                                  P learned, paper ref. [15])
         x_n      = AdsformerBlock(x_{n-1}, m),  n = 1..N        (eqs. 1-6)
         o_1      = GlobalMaxPooling_m(x_N)   or   GlobalAveragePooling_m(x_N)   (eq. 8, §5.1 ablation)
+                   or   x_N[:, 0]                                (pooling="target": BST)
 
     Pooling runs over the valid positions only, so padding never wins the max; the target is
-    always valid, so no row is empty. Embedding ``E`` has ``vocabulary_size + 1`` rows: the
-    vocabulary (``K + 1`` rows including the OOV row) shifted by one, row 0 for padding.
+    always valid, so no row is empty. ``pooling="target"`` is the Behavior Sequence Transformer
+    (BST, Chen et al. 2019, paper 000 ref. [11]) that paper 000 §5.1 / Table 2 compares against: no
+    pooling, the output is the encoded target item's vector, which has attended to the sequence.
+    Embedding ``E`` has ``vocabulary_size + 1`` rows: the vocabulary (``K + 1`` rows including the
+    OOV row) shifted by one, row 0 for padding.
     """
 
     def __init__(self, vocabulary_size: int, embedding_dim: int = 32, max_len: int = 50, heads: int = 3,
@@ -38,7 +42,9 @@ class AdsformerEncoder(keras.layers.Layer):
         self.vocabulary_size, self.embedding_dim, self.max_len = vocabulary_size, embedding_dim, max_len
         self.heads, self.blocks, self.ff_dim, self.dropout = heads, blocks, ff_dim, dropout
         self.pooling, self.leaky_relu_alpha, self.layer_norm_epsilon = pooling, leaky_relu_alpha, layer_norm_epsilon
-        self.pool = MaskedGlobalPooling(pooling, name="pool")
+        if pooling not in ("max", "avg", "target"):
+            raise ValueError(f"AdsformerEncoder pooling must be 'max', 'avg' or 'target', got {pooling!r}")
+        self.pool = None if pooling == "target" else MaskedGlobalPooling(pooling, name="pool")
 
     def build(self, target_shape, sequence_shape):
         self.embedding = keras.layers.Embedding(self.vocabulary_size + 1, self.embedding_dim, name="listing_embedding")
@@ -65,6 +71,8 @@ class AdsformerEncoder(keras.layers.Layer):
         x = self.embedding(rows) + ops.cast(positions, self.compute_dtype)[None]
         for block in self.block_layers:
             x = block(x, valid, training=training)
+        if self.pool is None:  # BST: the encoded target position
+            return x[:, 0]
         return self.pool(x, valid)
 
     def compute_output_shape(self, target_shape, sequence_shape):

@@ -91,8 +91,9 @@ class EncoderComponentConfig(_Section):
     blocks: int = Field(1, ge=1, description="stacked adSformer blocks (Table 1: 1)")
     ff_dim: int = Field(64, ge=1, description="hidden width of the point-wise feed-forward network (not in the paper)")
     dropout: float = Field(0.0, ge=0, lt=1, description="block dropout (Table 1: 0; Table 12: 0 beat 0.1)")
-    pooling: Literal["max", "avg"] = Field("max", description="global max pooling (eq. 8) or the average "
-                                                              "(§5.1 ablation)")
+    pooling: Literal["max", "avg", "target"] = Field(
+        "max", description="global max pooling (eq. 8), the average (§5.1 ablation), or target: the encoded "
+                           "target position's vector without pooling (BST, Chen et al. 2019, the §5.1 baseline)")
     leaky_relu_alpha: float = Field(0.2, ge=0, description="negative slope of the feed-forward LeakyReLU "
                                                            "(not in the paper)")
     layer_norm_epsilon: float = Field(1e-6, gt=0)
@@ -177,6 +178,9 @@ class AdpmConfig(_Section):
     component1: EncoderComponentConfig = Field(default_factory=EncoderComponentConfig)
     component2: PretrainedComponentConfig = Field(default_factory=PretrainedComponentConfig)
     component3: LearnedComponentConfig = Field(default_factory=LearnedComponentConfig)
+    last_k: int | None = Field(None, ge=1, description="keep only the first (newest) k entries of every sequence "
+                               "the components read instead of the whole one-hour window (paper 000 §5.1: "
+                               "ADPM k = 5 and k = 20); None = the whole sequence")
 
     def with_lookups(self, lookups: dict[str, str]) -> "AdpmConfig":
         """A copy whose component 2 pools ``lookups`` (name -> path), e.g. the export_lookups outputs."""
