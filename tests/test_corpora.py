@@ -129,7 +129,7 @@ def tiny_lake(tmp_path_factory):
 
     root = str(tmp_path_factory.mktemp("corpora") / "lake")
     cfg = load_config("tiny")
-    summary = run_dag(cfg, cfg.default_date, Lake(root), only=["generate", "validate", "corpora"],
+    summary = run_dag(cfg, cfg.default_date, Lake(root), only=["generate", "validate", "data_gate", "corpora"],
                       progress=lambda *_: None)
     assert summary.ok, summary.render()
     return root, cfg

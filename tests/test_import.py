@@ -355,7 +355,7 @@ def test_sessionize_corpora_and_skipgram_run_on_the_imported_taobao_sample(taoba
         with atomic_dir(stand_in) as tmp:
             parquet.write_table(OUTPUT_SCHEMA.empty_table(), os.path.join(tmp, "part-00000.parquet"))
     assert main(["run", "--root", str(taobao_lake), "--preset", "taobao",
-                 "--steps", "validate,sessionize,corpora,skipgram,text_vectors"]) == 0
+                 "--steps", "validate,data_gate,sessionize,corpora,skipgram,text_vectors"]) == 0
     run = os.path.join(str(taobao_lake), "runs", "2017-11-27")
     quality = json.load(open(os.path.join(run, "skipgram", "manifest.json")))["metrics"]["quality"]["taxonomy_id"]
     assert quality["cosine_gap"] > 0.02 and quality["purity_ratio"] > 1.5

@@ -63,7 +63,7 @@ def vocabulary(root, date, name):
 def lake(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("transform") / "lake")
     cfg, date = _run(root, [f"transform.top_k={{listing: {LISTING_K}}}"],
-                     steps=["generate", "validate", "sessionize", "transform"])
+                     steps=["generate", "validate", "data_gate", "sessionize", "transform"])
     return root, cfg, date
 
 
