@@ -20,6 +20,25 @@ fresh subprocess so its peak memory (ru_maxrss) is its own. Entries:
   process, with its peak RSS), ``ratio_vs_duckdb`` = Beam events/s / DuckDB events/s, and
   how time grows from 1M to 4M events (``growth`` = time ratio / event ratio; 1 is linear).
   The load average is recorded: the machine may be shared.
+- ``training``: CTR training examples/s on CPU through the trainer itself (step callbacks),
+  its FLOP/s (executed FLOPs per example x examples/s) and ``fraction_of_matmul_peak`` against
+  the float32 matmul peak measured in the same process (``pipelines.bench_models``).
+- ``tfdata``: records/s of the trainer's tf.data pipeline (``make_dataset``) over the whole
+  train split without training, against the training rate: ``tfdata_over_training``.
+- ``serving``: p50/p99 latency of requests of 500 candidates through the exported serving
+  SavedModel, against the trained score model alone on the same transformed features.
+- ``scaling``: end-to-end ``adsformer run`` time and peak memory of the process tree at 1x,
+  4x and 16x the user keys (``pipelines.bench_scaling``), and time growth / data growth: the
+  ``local`` preset at 11,250, 45,000 (= ``local``) and 180,000 user keys, images off, steps
+  generate, validate, data_gate, sessionize, transform and train_ctr_baseline (the personalized
+  ``train_ctr`` needs the representation steps; the baseline ranker stands for training).
+  About 1.5, 3.5 and 9 minutes on 2 cores.
+
+``training``, ``tfdata`` and ``serving`` read a lake with a finished run: ``--lake DIR`` (with its
+``--preset`` and ``--date``; only read), or else the bench runs the whole DAG of the preset into
+its scratch directory first. ``--scale small`` (``--quick``) makes every new entry small enough
+for a test. Top-level keys of results.json summarize the entries: ``ratio_vs_duckdb``,
+``fraction_of_matmul_peak``, ``tfdata_over_training``, ``serving_p99_ms``, ``scaling_growth``.
 """
 from __future__ import annotations
 
@@ -28,16 +47,32 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-ENTRIES = ("generate", "validate", "headroom", "sessionize")
+ENTRIES = ("generate", "validate", "headroom", "sessionize", "training", "tfdata", "serving", "scaling")
+RUN_ENTRIES = ("training", "tfdata", "serving")  # they read a lake with a finished run
 BENCH_DAYS = 3  # bench days generated: sessionize builds the middle one (it reads both neighbours)
 SESSIONIZE_SIZES = {"1M": 1_000_000, "4M": 4_000_000}  # events the example day reads
 SESSIONIZE_REPEATS = 3
+SCALES = {
+    # Sizes of the new entries. Scaling: the preset with n_user_keys = base x factor; images off (no
+    # step run here reads them, and rendering them is a fixed cost of the catalog, not of the keys).
+    "full": dict(run_preset="local", matmul_n=4096, matmul_repeats=5, tfdata_passes=3, serving_requests=300,
+                 serving_warmup=20, scaling_preset="local", scaling_base_keys=11_250, scaling_factors=(1, 4, 16),
+                 scaling_steps=("generate", "validate", "data_gate", "sessionize", "transform", "train_ctr_baseline")),
+    "small": dict(run_preset="tiny", matmul_n=1024, matmul_repeats=3, tfdata_passes=1, serving_requests=100,
+                  serving_warmup=5, scaling_preset="tiny", scaling_base_keys=450, scaling_factors=(1, 2),
+                  scaling_steps=("generate", "validate", "data_gate", "sessionize")),
+}
+SCALING_OVERRIDES = ("marketplace.images.enabled=false",)
+SERVING_CANDIDATES = 500
+HEADLINE_KEYS = ("ratio_vs_duckdb", "fraction_of_matmul_peak", "tfdata_over_training", "serving_p99_ms",
+                 "scaling_growth")
 
 
 def _child(code: str) -> dict:
@@ -208,6 +243,134 @@ _out = dict(equal=same_examples({beam["output"]!r}, {duck["output"]!r}, schema, 
     return out
 
 
+class Context:
+    """What the new entries share within one bench invocation: the scale, the lake with a finished
+    run (``--lake`` or built once on demand) and the training result ``tfdata`` compares with."""
+
+    def __init__(self, work: str, scale: str, lake: str | None, preset: str | None, date: str | None):
+        self.work, self.scale, self.settings = work, scale, SCALES[scale]
+        self.preset = preset or self.settings["run_preset"]
+        self._lake, self.date, self.lake_info, self.training = lake, date, None, None
+
+    def lake(self) -> tuple[str, str, str]:
+        """(root, preset, date) of a lake with a finished run of the whole DAG."""
+        if self.lake_info is None:
+            from pipelines.config import load_config
+
+            date = load_config(self.preset).resolved_date(dt.date.fromisoformat(self.date) if self.date else None)
+            if self._lake:
+                root, built = os.path.abspath(self._lake), None
+            else:  # the whole DAG into the scratch directory (generate's partitions are reused when there)
+                root = os.path.join(self.work, self.preset)
+                t = time.perf_counter()
+                command = [sys.executable, "-m", "pipelines", "run", "--root", root, "--preset", self.preset,
+                           "--date", date.isoformat()]
+                print(f"bench: building the lake: {' '.join(command)}", flush=True)
+                proc = subprocess.run(command, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"bench: the {self.preset} run failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
+                built = round(time.perf_counter() - t, 1)
+            self.lake_info = {"root": root, "preset": self.preset, "date": date.isoformat(), "built_seconds": built}
+        return self.lake_info["root"], self.lake_info["preset"], self.lake_info["date"]
+
+
+def _training_child(ctx: Context) -> dict:
+    root, preset, date = ctx.lake()
+    scratch = tempfile.mkdtemp(prefix="train-", dir=ctx.work)
+    out = _child(f"""
+import datetime as dt
+from pipelines.config import load_config
+from pipelines.bench_models import measure_training
+_out = measure_training(load_config({preset!r}), dt.date.fromisoformat({date!r}), {root!r}, {scratch!r},
+                        peak_n={ctx.settings["matmul_n"]}, peak_repeats={ctx.settings["matmul_repeats"]})
+""")
+    shutil.rmtree(scratch, ignore_errors=True)
+    out.update(lake=ctx.lake_info, measured_at=_now())
+    return out
+
+
+def bench_training(work: str, ctx: Context) -> dict:
+    ctx.training = _training_child(ctx)
+    return ctx.training
+
+
+def bench_tfdata(work: str, ctx: Context) -> dict:
+    root, preset, date = ctx.lake()
+    out = _child(f"""
+import datetime as dt
+from pipelines.config import load_config
+from pipelines.bench_models import measure_tfdata
+_out = measure_tfdata(load_config({preset!r}), dt.date.fromisoformat({date!r}), {root!r},
+                      passes={ctx.settings["tfdata_passes"]})
+""")
+    training = ctx.training or _training_child(ctx)  # the reference: this invocation's training entry
+    out.update(training_examples_per_s=training["examples_per_s"], training_batch_size=training["preset_batch_size"],
+               training_measured_at=training["measured_at"], lake=ctx.lake_info, measured_at=_now(),
+               tfdata_over_training=round(out["records_per_s"] / training["examples_per_s"], 3))
+    return out
+
+
+def bench_serving(work: str, ctx: Context) -> dict:
+    root, preset, date = ctx.lake()
+    out = _child(f"""
+import datetime as dt
+from pipelines.config import load_config
+from pipelines.bench_models import measure_serving
+_out = measure_serving(load_config({preset!r}), dt.date.fromisoformat({date!r}), {root!r},
+                       candidates={SERVING_CANDIDATES}, requests={ctx.settings["serving_requests"]},
+                       warmup={ctx.settings["serving_warmup"]})
+""")
+    out.update(lake=ctx.lake_info, measured_at=_now())
+    return out
+
+
+def bench_scaling(work: str, ctx: Context) -> dict:
+    s = ctx.settings
+    out = {"preset": s["scaling_preset"], "base_user_keys": s["scaling_base_keys"], "steps": list(s["scaling_steps"]),
+           "overrides": list(SCALING_OVERRIDES), "sizes": {}, "measured_at": _now()}
+    for factor in s["scaling_factors"]:
+        root = os.path.join(work, f"scaling-{factor}x")
+        size = out["sizes"][f"{factor}x"] = _child(f"""
+from pipelines.bench_scaling import run_scaled
+_out = run_scaled({root!r}, {s["scaling_preset"]!r}, {s["scaling_base_keys"] * factor}, {list(s["scaling_steps"])!r},
+                  {list(SCALING_OVERRIDES)!r})
+""")
+        del size["peak_rss_mb"]  # the bench child's own; the run's is peak_tree_rss_mb
+        shutil.rmtree(root, ignore_errors=True)  # the next size's lake may be large
+    from pipelines.bench_scaling import growth
+
+    (_, first), *larger = _by_size(out["sizes"], "user_keys")
+    out["growth"] = {name: growth(first, r) for name, r in larger}
+    return out
+
+
+def _by_size(sizes: dict, key: str) -> list[tuple[str, dict]]:
+    """``sizes``' items from the smallest to the largest ``key`` (results.json sorts keys as text: 16x < 1x)."""
+    return sorted(sizes.items(), key=lambda item: item[1][key])
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def headline(results: dict) -> dict:
+    """The top-level summary keys from whichever entries ``results`` holds (module doc)."""
+    out = {}
+    se = results.get("sessionize")
+    if se and se.get("sizes"):
+        out["ratio_vs_duckdb"] = _by_size(se["sizes"], "events")[-1][1]["ratio_vs_duckdb"]  # the largest size
+    if results.get("training"):
+        out["fraction_of_matmul_peak"] = results["training"]["fraction_of_matmul_peak"]
+    if results.get("tfdata"):
+        out["tfdata_over_training"] = results["tfdata"]["tfdata_over_training"]
+    if results.get("serving"):
+        out["serving_p99_ms"] = results["serving"]["serving"]["p99_ms"]
+    if results.get("scaling") and results["scaling"].get("growth"):
+        largest = _by_size(results["scaling"]["growth"], "events")[-1][1]
+        out["scaling_growth"] = largest["growth"]  # from the smallest size to the largest
+    return out
+
+
 def machine() -> dict:
     import multiprocessing
 
@@ -253,6 +416,53 @@ def to_markdown(results: dict) -> str:
     if h:
         lines.append(f"| headroom (local, test day) | ROC-AUC | oracle {h['oracle_roc_auc']:.4f} | "
                      f"non-personalized LR {h['baseline_roc_auc']:.4f} | gap {h['gap']:+.4f} |")
+    tr = results.get("training")
+    if tr:
+        lake = tr["lake"]
+        head = (f"| training ({tr['model']}, {lake['preset']} {lake['date']}, batch {tr['preset_batch_size']}, CPU) | "
+                f"examples/s; achieved FLOP/s | {round(tr['examples_per_s']):,} examples/s")
+        missing = tr.get("flops_uncounted") or []
+        partial = f", {len(missing)} matmuls of unknown shape not counted: a lower bound" if missing else ""
+        lines.append(
+            f"{head} x {tr['flops_per_example']:,} FLOP/example executed{partial} = {tr['achieved_gflops']} GFLOP/s "
+            f"({tr['steps']} steps, peak {tr['peak_rss_mb']} MB; the padded model's {tr['nominal_flops_per_example']:,} "
+            f"FLOP/example at this rate: {tr['nominal_fraction_of_matmul_peak']} of peak) | float32 matmul peak "
+            f"{tr['matmul_peak_gflops']} GFLOP/s ({tr['matmul_peak_n']}x{tr['matmul_peak_n']}, best of "
+            f"{tr['matmul_peak_repeats']}) | {tr['fraction_of_matmul_peak']} of peak |")
+    td = results.get("tfdata")
+    if td:
+        lake = td["lake"]
+        lines.append(
+            f"| tfdata ({lake['preset']} {lake['date']}, {td['split']} split, batch {td['batch_size']}, shuffled) | "
+            f"records/s | {round(td['records_per_s']):,} ({td['records']:,} records, {td['files']} files, "
+            f"{td['seconds']} s, peak {td['peak_rss_mb']} MB) | CTR training consumes "
+            f"{round(td['training_examples_per_s']):,} examples/s | {td['tfdata_over_training']} |")
+    sv = results.get("serving")
+    if sv:
+        lake, a, b = sv["lake"], sv["serving"], sv["model_only"]
+        lines.append(
+            f"| serving ({sv['task']}, {lake['preset']} {sv['test_day']}, {sv['candidates']} candidates/request) | "
+            f"latency per request | p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms "
+            f"({round(a['candidates_per_s']):,} candidates/s; {sv['requests']} requests) | "
+            f"score model alone on transformed features: "
+            f"p50 {b['p50_ms']:.1f} ms, p99 {b['p99_ms']:.1f} ms ({round(b['candidates_per_s']):,} candidates/s; "
+            f"max logit diff {sv['max_abs_diff_logit']:.1e}) | {sv['p50_ratio']} (p50) |")
+    sc = results.get("scaling")
+    if sc:
+        sizes = _by_size(sc["sizes"], "user_keys")
+        first = sizes[0][1]
+        steps = "steps " + "+".join(sc["steps"])
+        for name, r in sizes:
+            lines.append(
+                f"| scaling ({sc['preset']}, {name} = {r['user_keys']:,} user keys; {steps}) | end-to-end run s | "
+                f"{r['seconds']} s ({r['events']:,} events, peak tree RSS {r['peak_tree_rss_mb']} MB) | "
+                f"{sizes[0][0]}: {first['seconds']} s ({first['events']:,} events) | "
+                f"time x{round(r['seconds'] / first['seconds'], 3)} |")
+        for name, g in _by_size(sc["growth"], "events"):
+            lines.append(
+                f"| scaling {sizes[0][0]} -> {name} (events x{g['events']}) | time growth / event growth "
+                f"(1 = linear) | {g['growth']} (time x{g['time']}) | peak memory x{g['memory']} "
+                f"(memory growth {g['memory_growth']}) | |")
     return "\n".join(lines) + "\n"
 
 
@@ -260,22 +470,39 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench", help="directory for results.json and results.md")
-    parser.add_argument("--only", help=f"comma-separated entries (default: all of {', '.join(ENTRIES)})")
+    parser.add_argument("--only", "--entries", dest="only",
+                        help=f"comma-separated entries (default: all of {', '.join(ENTRIES)})")
     parser.add_argument("--work", help="scratch directory (default: a temporary directory)")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full",
+                        help="sizes of the training, tfdata, serving and scaling entries (small: for tests)")
+    parser.add_argument("--quick", dest="scale", action="store_const", const="small", help="the same as --scale small")
+    parser.add_argument("--lake", help="a lake with a finished run for training, tfdata and serving (only read); "
+                                       "default: run the whole DAG of --preset into the scratch directory")
+    parser.add_argument("--preset", help="the preset of --lake's run (default: local, or tiny with --scale small)")
+    parser.add_argument("--date", help="the date of --lake's run (default: the preset's default_date)")
     args = parser.parse_args(argv)
     entries = args.only.split(",") if args.only else list(ENTRIES)
+    unknown = [e for e in entries if e not in ENTRIES]
+    if unknown:
+        parser.error(f"unknown entries {unknown}; choose from {', '.join(ENTRIES)}")
     results_path = os.path.join(args.out, "results.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
-    results.update(measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), machine=machine())
+    results.update(measured_at=_now(), machine=machine())
     with tempfile.TemporaryDirectory(prefix="adsformer-bench-", dir=args.work) as work:
+        ctx = Context(work, args.scale, args.lake, args.preset, args.date)
         needs_data = {"validate": "generate", "headroom": "generate", "sessionize": "generate"}
         if any(needs_data.get(e) for e in entries) and "generate" not in entries:
             entries = ["generate"] + entries
+        entries = sorted(entries, key=ENTRIES.index)  # training before tfdata, which compares with it
         for name in entries:
             print(f"bench: {name} ...", flush=True)
             t = time.perf_counter()
-            results[name] = globals()[f"bench_{name}"](work)
+            fn = globals()[f"bench_{name}"]
+            results[name] = fn(work, ctx) if name in RUN_ENTRIES + ("scaling",) else fn(work)
             print(f"bench: {name} done in {time.perf_counter() - t:.0f} s: {json.dumps(results[name])}", flush=True)
+    for key in HEADLINE_KEYS:  # recomputed from the entries now in results
+        results.pop(key, None)
+    results.update(headline(results))
     os.makedirs(args.out, exist_ok=True)
     with open(results_path, "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)

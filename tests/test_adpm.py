@@ -211,6 +211,60 @@ def test_bst_target_output_is_the_blocks_output_at_the_target_position():
         AdsformerEncoder(vocabulary_size=11, pooling="sum")
 
 
+def _encoder_outputs_and_gradients(encoder, target, sequence, jit: bool = False):
+    @tf.function(jit_compile=jit)
+    def run(target, sequence):
+        with tf.GradientTape() as tape:
+            out = encoder(target, sequence, training=True)
+            loss = tf.reduce_sum(out * tf.range(1.0, out.shape[-1] + 1.0))
+        return out, tape.gradient(loss, encoder.trainable_variables)
+
+    out, grads = run(tf.constant(target), tf.constant(sequence))
+    return out.numpy(), [tf.convert_to_tensor(g).numpy() for g in grads]
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg", "target"])
+def test_length_buckets_change_how_not_what_the_encoder_computes(pooling):
+    """Rows split by where their last valid position is (widths 2 and 4, the rest at the full 7) give
+    the outputs and weight gradients of the unsplit encoder, with XLA (which never splits) too;
+    including an empty bucket, a row without actions and padding in the middle of a row."""
+    plain = AdsformerEncoder(vocabulary_size=11, embedding_dim=6, max_len=6, heads=2, ff_dim=12, pooling=pooling)
+    target = np.array([3, 0, 10, 4, 7], np.int64)
+    sequence = np.array([[1, -1, -1, -1, -1, -1], [-1] * 6, [4, 5, 6, 7, 8, 9], [2, -1, 5, -1, -1, -1],
+                         [9, 8, 7, 6, 5, 4]], np.int64)
+    want_out, want_grads = _encoder_outputs_and_gradients(plain, target, sequence)
+    split = AdsformerEncoder.from_config({**plain.get_config(), "length_buckets": [4, 2, 3]})
+    assert split.length_buckets == (2, 3, 4)
+    split(target, sequence)
+    split.set_weights(plain.get_weights())
+    for jit in (False, True):
+        out, grads = _encoder_outputs_and_gradients(split, target, sequence, jit=jit)
+        np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-6)
+        scale = max(np.abs(g).max() for g in want_grads)  # the key bias's gradient is 0 up to rounding: no rtol
+        for got, want, var in zip(grads, want_grads, plain.trainable_variables):
+            np.testing.assert_allclose(got / scale, want / scale, atol=1e-5, err_msg=var.path)
+    with pytest.raises(ValueError, match="length_buckets"):
+        AdsformerEncoder(vocabulary_size=11, length_buckets=[0, 4])
+
+
+def test_masked_mean_lookup_is_the_same_inside_and_outside_xla():
+    from components.models.adpm.pooling import masked_mean_lookup
+
+    table = tf.constant([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0], [5.0, 7.0]])
+    rows = tf.constant([[1, 3, 0], [0, 0, 0], [2, 0, 2]], tf.int64)
+    valid = tf.constant([[True, True, False], [False, False, False], [True, True, True]])
+    want = np.array([[3.0, 4.5], [0.0, 0.0], [2.0, 8.0 / 3.0]], np.float32)  # row 2 counts row 0 (zeros) once
+
+    def lookup(r):
+        return tf.gather(table, r)
+
+    np.testing.assert_allclose(masked_mean_lookup(lookup, rows, valid).numpy(), want, rtol=1e-6)
+    graph = tf.function(lambda r, v: masked_mean_lookup(lookup, r, v))
+    compiled = tf.function(lambda r, v: masked_mean_lookup(lookup, r, v), jit_compile=True)
+    for fn in (graph, compiled):
+        np.testing.assert_allclose(fn(rows, valid).numpy(), want, rtol=1e-6)
+
+
 # ------------------------------------------------------------------------------------- component 2
 
 def test_pretrained_pool_is_the_frozen_mean_without_gradients(lookups):

@@ -62,3 +62,39 @@ def test_without_patience_there_is_no_validation_pass():
     outcome = fit(ranker, train, 10, TrainingConfig(batch_size=64, epochs=2), None, lambda *_: None,
                   validation_ds=validation)
     assert "val_auc" not in outcome.history and len(outcome.history["loss"]) == 2
+
+
+def _personalized_ranker():
+    """A small CTR ranker with the ADPM (encoder with length buckets + learned pools) and the debias tower."""
+    from components.models.adpm import ADPM, AdpmConfig
+    from tests.distributed_train_worker import PAIRS_3, SEQ_LEN
+
+    keras.utils.set_random_seed(3)
+    adpm = ADPM(AdpmConfig.model_validate({
+        "component1": {"embedding_dim": 8, "heads": 2, "ff_dim": 16, "max_len": SEQ_LEN, "length_buckets": [2, 4]},
+        "component2": {"enabled": False},
+        "component3": {"pairs": PAIRS_3, "dims": {"listing": 4, "shop": 4, "taxonomy": 4, "query": 4}}}), VOCAB)
+    cfg = RankerConfig(cross_layers=1, cross_rank=8, deep=[16], dropout=0.1, debias=True, debias_hidden=[4])
+    wide = WideConfig(listing=8, shop=4, taxonomy=4, query=4, query_token=4, platform=2, hour_of_day=2,
+                      day_of_week=2, position=4, max_position=16)
+    return build_ranker(cfg, wide, VOCAB, adpm, adpm.input_specs)
+
+
+def test_xla_and_lazy_adam_options_train_the_personalized_ranker():
+    """training.jit_compile (the layers' static-shape formulations) and training.optimizer=lazy_adam:
+    the loss falls, and without XLA the same seed gives the same weights twice."""
+    def run(**options):
+        ranker = _personalized_ranker()
+        train = task_batches(_batches(64 * 20, seed=1).repeat(), "ctr", ranker.input_names)
+        outcome = fit(ranker, train, 20, TrainingConfig(batch_size=64, epochs=2, learning_rate=5e-3, **options),
+                      None, lambda *_: None)
+        return outcome.history["loss"], [w.copy() for w in ranker.train.get_weights()]
+
+    for options in ({"jit_compile": True}, {"jit_compile": True, "optimizer": "lazy_adam"}):
+        losses, _ = run(**options)
+        assert losses[1] < losses[0], options
+    losses, weights = run(optimizer="lazy_adam")
+    assert losses[1] < losses[0]
+    _, again = run(optimizer="lazy_adam")
+    for a, b in zip(weights, again):
+        np.testing.assert_array_equal(a, b)

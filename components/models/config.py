@@ -59,6 +59,23 @@ class TrainingConfig(_Section):
                                 "epoch's weights (the validation day's second use after Platt, DESIGN §5); None = off")
     shuffle_buffer: int = Field(50_000, ge=0)
     steps_per_execution: int = Field(1, ge=1)
+    optimizer: Literal["adam", "lazy_adam"] = Field(
+        "adam", description="adam: Keras' Adam, which reads and writes every row of every embedding table each "
+                            "step; lazy_adam: Adam whose embedding-table gradients update only the rows a batch "
+                            "touches (components/models/lazy_adam.py; the paper's baseline used LazyAdam). On the "
+                            "local CTR ranker lazy_adam made a step ~5% faster but learned less in the 2 epochs "
+                            "(test ROC-AUC 0.757 vs 0.763, seed 7): rows seen once get one step instead of Adam's "
+                            "momentum-carried ones, so it would need its own learning rate")
+    jit_compile: bool = Field(
+        False, description="compile fit's train (and validation) steps with XLA. Off by default: on the 2-core "
+                           "CPU the local CTR step was slower with it (Keras' Dropout draws its masks with a threefry "
+                           "generator that XLA runs slowly on CPU, and XLA cannot take the encoder's length "
+                           "split or the valid-only lookups, which need data-dependent shapes); worth measuring "
+                           "on GPU workers")
+    prediction_batch_size: int | None = Field(
+        8192, ge=1, description="rows per batch of the inference passes: the validation passes of early stopping "
+                                "and the validation and test predictions (no activations are kept for a backward "
+                                "pass, so larger batches amortize the per-step overhead); None = batch_size")
 
 
 class TaskConfig(_Section):

@@ -109,12 +109,12 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print, *
         ranker = build_ranker(ranker_cfg, task_cfg.wide or config.models.wide, vocab, adpm, adpm.input_specs if adpm else None,
                               name=model)
     batch = train_cfg.batch_size
-    def data(split, shuffle, epochs, clicked=False):
-        ds = model_input.make_dataset(tdir, split, batch, max_seq_len=config.models.max_seq_len,
+    def data(split, shuffle, epochs, clicked=False, rows_per_batch=batch):
+        ds = model_input.make_dataset(tdir, split, rows_per_batch, max_seq_len=config.models.max_seq_len,
                                       max_query_tokens=config.models.max_query_tokens, shuffle=shuffle and not clicked,
                                       seed=config.seed, epochs=1 if clicked else epochs, include_strings=True)
         if clicked:  # PCCVR: its clicked rows, cached; the frozen lookups then run on those rows only
-            ds = model_input.clicked_rows(ds, batch, config.seed, epochs)
+            ds = model_input.clicked_rows(ds, rows_per_batch, config.seed, epochs)
         return ds.map(adpm.add_lookup_rows, num_parallel_calls=tf.data.AUTOTUNE) if adpm else ds
 
     steps = max(rows // batch, 1)
@@ -124,11 +124,13 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print, *
     run_dir = out_dir or lake.run_dir(date, f"train_{model}")
     train_ds = task_batches(data("train", True, None, clicked=task == "pccvr"), task, ranker.input_names)
     validation, validation_steps = None, None
+    prediction_batch = train_cfg.prediction_batch_size or batch  # inference batches: validation passes, predictions
     if train_cfg.early_stopping_patience is not None and model_input.split_rows(tdir, "validation"):
         # Repeated, with a pass of exactly one split's batches: Keras reuses its validation iterator.
-        validation_steps = -(-model_input.split_rows(tdir, "validation", "clicks" if task == "pccvr" else "rows") // batch)
-        validation = task_batches(data("validation", False, 1, clicked=task == "pccvr"), task,
-                                  ranker.input_names).repeat()
+        validation_steps = -(-model_input.split_rows(tdir, "validation", "clicks" if task == "pccvr" else "rows")
+                             // prediction_batch)
+        validation = task_batches(data("validation", False, 1, clicked=task == "pccvr",
+                                       rows_per_batch=prediction_batch), task, ranker.input_names).repeat()
     outcome = fit(ranker, train_ds, steps, train_cfg,
                   fs.join(run_dir, "tensorboard") if tensorboard and fs.is_local(run_dir) and is_chief() else None,
                   progress,
@@ -142,7 +144,8 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print, *
     for split in splits:
         if not model_input.split_rows(tdir, split):
             continue
-        table = predict_logits(ranker.score, data(split, False, 1), task, ranker.input_names)
+        table = predict_logits(ranker.score, data(split, False, 1, rows_per_batch=prediction_batch), task,
+                               ranker.input_names)
         path = fs.join(run_dir, "predictions", f"{split}.parquet")
         parquet.write_table(table, path)
         result.outputs[f"predictions/{split}"] = path

@@ -1,7 +1,8 @@
 """Training of one ranker on the transform output (paper 000 §4, A.2-A.4; DESIGN §8).
 
-Adam with cosine decay, binary cross-entropy on logits, batch size and epochs from config,
-under the configured tf.distribute strategy. Throughput is measured from per-batch callbacks
+Adam (``training.optimizer``: Keras' Adam or its lazy variant for the embedding tables) with cosine
+decay, binary cross-entropy on logits, batch size and epochs from config, optionally compiled with
+XLA (``training.jit_compile``), under the configured tf.distribute strategy. Throughput is measured from per-batch callbacks
 (``fit`` can return long after its last step, DESIGN §12). A non-finite loss stops training
 and fails the step with the epoch and batch where it happened. After training, the main logit
 (no debias tower) is written for every row of the validation and test splits, for
@@ -17,6 +18,7 @@ import keras
 import numpy as np
 import pyarrow as pa
 
+from components.models.lazy_adam import make_optimizer
 from components.step import StepError
 
 TASK_LABEL = {"ctr": "clicked", "pccvr": "purchased"}
@@ -163,10 +165,10 @@ def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progre
     # MirroredStrategy but compiled outside its scope fails in fit with "Mixing different
     # tf.distribute.Strategy objects").
     with strategy.scope():
-        ranker.train.compile(optimizer=keras.optimizers.Adam(schedule),
+        ranker.train.compile(optimizer=make_optimizer(cfg.optimizer, schedule),
                              loss=RowBinaryCrossentropy(),
                              metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
-                             steps_per_execution=steps_per_execution)
+                             steps_per_execution=steps_per_execution, jit_compile=cfg.jit_compile)
     _adapt_for_multi_worker(ranker.train, train_ds.element_spec)
     meter = Throughput(cfg.batch_size)
     callbacks = [meter, EpochProgress(progress, steps_per_epoch)]

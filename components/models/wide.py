@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from components.models.adpm.pooling import MaskedGlobalPooling
+from components.models.adpm.pooling import masked_mean_lookup
 from components.models.config import WideConfig
 
 
@@ -18,13 +18,14 @@ class MaskedMeanEmbedding(keras.layers.Layer):
     """Mean of the embeddings of a padded index sequence (padding = -1); zeros for an empty row.
 
         out[b] = sum_l m[b,l] E[x[b,l]] / max(sum_l m[b,l], 1),   m = (x >= 0)
+
+    (:func:`components.models.adpm.pooling.masked_mean_lookup`: outside XLA only valid ids are looked up.)
     """
 
     def __init__(self, vocabulary_size: int, dim: int, **kwargs):
         super().__init__(**kwargs)
         self.vocabulary_size, self.dim = vocabulary_size, dim
         self.embedding = keras.layers.Embedding(vocabulary_size + 1, dim, name="embedding")
-        self.pool = MaskedGlobalPooling("avg", name="pool")
 
     def build(self, input_shape):
         self.embedding.build((None,))
@@ -32,7 +33,7 @@ class MaskedMeanEmbedding(keras.layers.Layer):
 
     def call(self, ids):
         valid = ops.greater_equal(ids, 0)
-        return self.pool(self.embedding(ops.maximum(ids + 1, 0)), valid)
+        return masked_mean_lookup(self.embedding, ops.maximum(ids + 1, 0), valid)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.dim,)

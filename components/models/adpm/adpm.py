@@ -64,7 +64,7 @@ class ADPM(keras.layers.Layer):
                     self.vocabulary_sizes[entity], embedding_dim=c1.embedding_dim, max_len=c1.max_len,
                     heads=c1.heads, blocks=c1.blocks, ff_dim=c1.ff_dim, dropout=c1.dropout, pooling=c1.pooling,
                     leaky_relu_alpha=c1.leaky_relu_alpha, layer_norm_epsilon=c1.layer_norm_epsilon,
-                    name=f"encoder_{entity}_{action}"))
+                    length_buckets=c1.length_buckets, name=f"encoder_{entity}_{action}"))
         self.pretrained = (PretrainedPool(c2.lookups, c2.actions, c2.input_mode, name="pretrained")
                            if c2.enabled else None)
         self.learned = (LearnedPool(c3.pairs, self.vocabulary_sizes, c3.dims, c3.share_tables, name="learned")

@@ -1,8 +1,13 @@
 """The transformer part of the adSformer block (paper 000 §2.3, Figure 2 right; eqs. 1-6)."""
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
+
+_MASKED_SCORE = -1e9
+"""What a padded key's attention score becomes before the softmax (Keras' large negative number)."""
 
 
 @keras.saving.register_keras_serializable(package="adsformer")
@@ -39,6 +44,12 @@ class AdsformerBlock(keras.layers.Layer):
         d = int(input_shape[-1])
         self.attention = keras.layers.MultiHeadAttention(self.heads, key_dim=d, name="attention")
         self.attention.build(input_shape, input_shape)
+        q_shape = tuple(self.attention.query_dense.kernel.shape)
+        o_shape = tuple(self.attention.output_dense.kernel.shape)
+        if q_shape != (d, self.heads, d) or o_shape != (self.heads, d, d):  # the layout _self_attention reads
+            raise RuntimeError(f"this Keras ({keras.__version__}) lays out MultiHeadAttention's kernels as query "
+                               f"{q_shape} and output {o_shape}, not ({d}, {self.heads}, {d}) and ({self.heads}, {d}, "
+                               f"{d}); update AdsformerBlock._self_attention")
         self.attention_dropout = keras.layers.Dropout(self.dropout, name="attention_dropout")
         self.attention_norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="attention_norm")
         self.attention_norm.build(input_shape)
@@ -54,11 +65,46 @@ class AdsformerBlock(keras.layers.Layer):
 
     def call(self, inputs, valid, training=None):
         mask = ops.cast(valid, "bool")
-        attention_mask = ops.repeat(mask[:, None, :], ops.shape(mask)[1], axis=1)  # [B, query, key]
-        attended = self.attention(inputs, inputs, attention_mask=attention_mask, training=training)
+        attended = self._self_attention(inputs, mask)
         x = self.attention_norm(inputs + self.attention_dropout(attended, training=training))
         ff = self.ff_out(self.ff_act(self.ff_in(x)))
         return self.ff_norm(x + self.ff_dropout(ff, training=training))
+
+    def _self_attention(self, x, mask):
+        """MHSA(x) (eqs. 1-2) with the weights of ``self.attention`` (a Keras ``MultiHeadAttention``,
+        which holds and serializes them) as plain 2-D and batched matmuls.
+
+        Keras' layer projects with ``EinsumDense`` (``abc,cde->abde``), which TensorFlow runs as a
+        matmul batched over the examples with the kernel broadcast: the kernel's gradient is then
+        one ``[d, h k]`` product per example, summed afterwards. Flattening ``[B, L, d]`` to
+        ``[B L, d]`` makes each projection and its gradients one matmul (forward + backward 2.7x
+        faster at ``[1024, 51, 32]``, 3 heads), and ``softmax(Q K^T) V`` as ``tf.matmul`` on
+        ``[B, h, L, k]`` was 1.45x faster than Keras' einsums. Same values (up to the order of
+        floating-point sums); a padded key gets ``-1e9`` before the softmax, i.e. probability 0.
+        """
+        import tensorflow as tf
+
+        mha = self.attention
+        q_kernel, o_kernel = mha.query_dense.kernel, mha.output_dense.kernel
+        d = int(x.shape[-1])
+        heads, key_dim = int(q_kernel.shape[1]), int(q_kernel.shape[2])
+        length = tf.shape(x)[1]
+        flat = tf.reshape(x, (-1, d))                                              # [B L, d]
+
+        def weight(variable, shape):
+            return tf.reshape(tf.cast(variable, x.dtype), shape)
+
+        def project(dense):                                                        # -> [B, h, L, k]
+            y = tf.matmul(flat, weight(dense.kernel, (d, heads * key_dim))) + weight(dense.bias, (-1,))
+            return tf.transpose(tf.reshape(y, (-1, length, heads, key_dim)), (0, 2, 1, 3))
+
+        query = project(mha.query_dense) * tf.cast(1.0 / math.sqrt(key_dim), x.dtype)
+        scores = tf.matmul(query, project(mha.key_dense), transpose_b=True)        # [B, h, L, L]
+        scores = tf.where(mask[:, None, None, :], scores, tf.cast(_MASKED_SCORE, scores.dtype))
+        probs = tf.nn.softmax(scores, axis=-1)
+        attended = tf.transpose(tf.matmul(probs, project(mha.value_dense)), (0, 2, 1, 3))  # [B, L, h, k]
+        out = tf.matmul(tf.reshape(attended, (-1, heads * key_dim)), weight(o_kernel, (heads * key_dim, d)))
+        return tf.reshape(out + weight(mha.output_dense.bias, (d,)), (-1, length, d))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -98,6 +98,19 @@ class EncoderComponentConfig(_Section):
                                                            "(not in the paper)")
     layer_norm_epsilon: float = Field(1e-6, gt=0)
     max_len: int = Field(50, ge=1, description="M: longer sequences keep their first (newest) M positions")
+    length_buckets: list[int] = Field(
+        default_factory=lambda: [2, 4, 8, 16, 32],
+        description="how the encoder computes, not what: outside XLA each batch is split by the position of "
+                    "each row's last valid entry (target included) and every group is encoded cut to the "
+                    "smallest of these widths that holds it (the rest at full width); identical outputs, "
+                    "~4x less work on the local preset's mostly short sequences (AdsformerEncoder); [] = no split")
+
+    @field_validator("length_buckets")
+    @classmethod
+    def _buckets(cls, widths):
+        if any(w < 1 for w in widths):
+            raise ValueError(f"component1.length_buckets must be >= 1, got {widths}")
+        return sorted(set(widths))
 
     @field_validator("pairs")
     @classmethod

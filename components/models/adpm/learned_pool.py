@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from components.models.adpm.config import seq_idx_key
-from components.models.adpm.pooling import MaskedGlobalPooling
+from components.models.adpm.pooling import masked_mean_lookup
 
 
 @keras.saving.register_keras_serializable(package="adsformer")
@@ -27,6 +27,9 @@ class LearnedPool(keras.layers.Layer):
     own vector space": so by default every (entity, action) pair has its own table. With
     ``share_tables=True`` the pairs of one entity share a single table ``T_e`` (fewer parameters;
     not what the paper describes).
+
+    The masked mean is :func:`.pooling.masked_mean_lookup`: outside XLA only the valid entries are
+    looked up, so a table's gradient holds the rows of the batch's real ids, not of its padding.
     """
 
     def __init__(self, pairs, vocabulary_sizes: dict[str, int], dims: dict[str, int], share_tables: bool = False,
@@ -45,7 +48,6 @@ class LearnedPool(keras.layers.Layer):
         self.vocabulary_sizes = {e: int(vocabulary_sizes[e]) for e, _ in self.pairs}
         self.dims = {e: int(dims[e]) for e, _ in self.pairs}
         self.share_tables = bool(share_tables)
-        self.pool = MaskedGlobalPooling("avg", name="pool")
 
     @property
     def output_dim(self) -> int:
@@ -69,8 +71,8 @@ class LearnedPool(keras.layers.Layer):
         for entity, action in self.pairs:
             ids = ops.cast(inputs[seq_idx_key(entity, action)], "int64")
             valid = ops.greater_equal(ids, 0)
-            vectors = self.tables[self._table_name(entity, action)](ops.where(valid, ids + 1, ops.zeros_like(ids)))
-            parts.append(self.pool(vectors, valid))
+            table = self.tables[self._table_name(entity, action)]
+            parts.append(masked_mean_lookup(table, ops.where(valid, ids + 1, ops.zeros_like(ids)), valid))
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
 
     def compute_output_shape(self, input_shape):

@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from components.models.adpm.config import seq_ids_key, seq_rows_key
+from components.models.adpm.pooling import masked_mean_lookup
 from components.representations.lookup import load_lookup, read_meta
 
 
@@ -25,9 +26,12 @@ class PretrainedPool(keras.layers.Layer):
 
     ``input_mode="rows"``: the layer reads ``seq_listing_<action>_rows_<r>`` int64 ``[B, M]`` instead
     (-1 = padding, 0 = unknown id, else the lookup's row), made outside the model by
-    :meth:`add_lookup_rows` (e.g. in ``tf.data``), and pools them with the lookup's ``pool_rows``;
-    the output is the same. Two reasons for it: XLA cannot compile the string-to-row table lookup,
-    so only this mode can run under ``jit_compile=True``; and Keras 3's ``Model.fit`` under a
+    :meth:`add_lookup_rows` (e.g. in ``tf.data``), and pools the lookup's ``lookup_rows`` vectors of
+    the valid entries (:func:`.pooling.masked_mean_lookup`: the mean of the lookup's ``pool_rows``,
+    without gathering all ``[B, M, d]`` vectors, padding included: 4 x 50 x 256 floats per example
+    for AIR, most of them padding); the output is the same. Two reasons for the mode: XLA cannot
+    compile the string-to-row table lookup, so only this mode can run under ``jit_compile=True``;
+    and Keras 3's ``Model.fit`` under a
     ``tf.distribute`` strategy averages the first input batch across replicas to build the model,
     which fails on string features (``AddN`` of strings), so ``fit`` under ``MirroredStrategy``
     needs this mode (a custom ``strategy.run`` loop works with either).
@@ -110,7 +114,7 @@ class PretrainedPool(keras.layers.Layer):
                     pooled = module.pool(ids, ops.not_equal(ids, ""))
                 else:
                     rows = ops.cast(inputs[seq_rows_key(action, name)], "int64")
-                    pooled = module.pool_rows(ops.maximum(rows, 0), ops.greater_equal(rows, 0))
+                    pooled = masked_mean_lookup(module.lookup_rows, ops.maximum(rows, 0), ops.greater_equal(rows, 0))
                 parts.append(ops.stop_gradient(ops.cast(pooled, self.compute_dtype)))
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
 
