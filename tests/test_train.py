@@ -98,3 +98,18 @@ def test_xla_and_lazy_adam_options_train_the_personalized_ranker():
     _, again = run(optimizer="lazy_adam")
     for a, b in zip(weights, again):
         np.testing.assert_array_equal(a, b)
+
+
+def test_profile_batches_write_a_profiler_trace(tmp_path):
+    """training.profile_batches traces those batches with TensorFlow's profiler into the log directory."""
+    import pydantic
+    import pytest
+
+    ranker = _ranker()
+    train = task_batches(_batches(64 * 6, seed=1).repeat(), "ctr", ranker.input_names)
+    fit(ranker, train, 6, TrainingConfig(batch_size=64, epochs=1, profile_batches=[2, 3]), str(tmp_path),
+        lambda *_: None)
+    traces = [f for _, _, files in tf.io.gfile.walk(str(tmp_path)) for f in files if f.endswith(".xplane.pb")]
+    assert traces, sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(pydantic.ValidationError, match="profile_batches"):
+        TrainingConfig(profile_batches=[3, 2])

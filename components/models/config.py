@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from components.dicts import deep_merge
 from components.models.adpm.config import AdpmConfig
@@ -72,6 +72,18 @@ class TrainingConfig(_Section):
                            "generator that XLA runs slowly on CPU, and XLA cannot take the encoder's length "
                            "split or the valid-only lookups, which need data-dependent shapes); worth measuring "
                            "on GPU workers")
+    profile_batches: list[int] | None = Field(
+        None, min_length=2, max_length=2,
+        description="[first, last] training batches to trace with TensorFlow's profiler into the step's "
+                    "tensorboard/ directory (op-level time of the train step; view with TensorBoard's profile "
+                    "plugin); None = no trace")
+    @field_validator("profile_batches")
+    @classmethod
+    def _profile_range(cls, batches):
+        if batches is not None and not 1 <= batches[0] <= batches[1]:
+            raise ValueError(f"training.profile_batches must be [first, last] with 1 <= first <= last, got {batches}")
+        return batches
+
     prediction_batch_size: int | None = Field(
         8192, ge=1, description="rows per batch of the inference passes: the validation passes of early stopping "
                                 "and the validation and test predictions (no activations are kept for a backward "

@@ -180,7 +180,9 @@ def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progre
     else:
         validation_ds = None
     if log_dir:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=max(steps_per_epoch // 10, 1)))
+        profile = tuple(cfg.profile_batches) if cfg.profile_batches else 0
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=max(steps_per_epoch // 10, 1),
+                                                     profile_batch=profile))
     t0 = time.perf_counter()
     history = ranker.train.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                                validation_data=validation_ds, validation_steps=validation_steps,
