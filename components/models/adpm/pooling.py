@@ -35,9 +35,7 @@ class MaskedGlobalPooling(keras.layers.Layer):
     def call(self, inputs, valid):
         mask = ops.cast(valid, "bool")
         if self.mode == "avg":
-            weights = ops.cast(mask, inputs.dtype)
-            total = ops.sum(inputs * weights[..., None], axis=-2)
-            return total / ops.maximum(ops.sum(weights, axis=-1, keepdims=True), ops.cast(1.0, inputs.dtype))
+            return masked_mean(inputs, mask)
         lowest = ops.cast(_LOWEST.get(keras.backend.standardize_dtype(inputs.dtype), _LOWEST["float32"]), inputs.dtype)
         filled = ops.where(mask[..., None], inputs, lowest)
         pooled = ops.max(filled, axis=-2, initial=lowest)  # initial: Keras asserts on an empty batch without it
@@ -49,6 +47,13 @@ class MaskedGlobalPooling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+def masked_mean(inputs, mask):
+    """Mean of ``inputs`` ``[B, L, d]`` over the True positions of ``mask`` ``[B, L]`` (0 for an empty row)."""
+    weights = ops.cast(mask, inputs.dtype)
+    total = ops.sum(inputs * weights[..., None], axis=-2)
+    return total / ops.maximum(ops.sum(weights, axis=-1, keepdims=True), ops.cast(1.0, inputs.dtype))
 
 
 def masked_mean_lookup(lookup, rows, valid):
@@ -64,7 +69,7 @@ def masked_mean_lookup(lookup, rows, valid):
     ``unsorted_segment_sum``): sequences here are mostly padding (local preset: ~10 valid of 50
     listing views on average), so this gathers ~5x fewer vectors than ``[B, L, d]`` and an
     embedding table's gradient has ~5x fewer rows. Under XLA (static shapes) the ``[B, L, d]``
-    lookup is pooled as :class:`MaskedGlobalPooling` ``"avg"`` does. See :mod:`components.models.xla`.
+    lookup is pooled by :func:`masked_mean`. See :mod:`components.models.xla`.
     """
     import tensorflow as tf
 
@@ -72,10 +77,7 @@ def masked_mean_lookup(lookup, rows, valid):
 
     valid = tf.cast(valid, tf.bool)
     if in_xla_context():
-        vectors = lookup(rows)                                # [B, L, d]
-        weights = tf.cast(valid, vectors.dtype)
-        total = tf.reduce_sum(vectors * weights[..., None], axis=-2)
-        return total / tf.maximum(tf.reduce_sum(weights, axis=-1, keepdims=True), tf.ones_like(total[:, :1]))
+        return masked_mean(lookup(rows), valid)               # the [B, L, d] lookup, padding included
     where = tf.where(valid)                                   # [nnz, 2], row-major
     vectors = lookup(tf.gather_nd(rows, where))               # [nnz, d]
     total = tf.math.unsorted_segment_sum(vectors, where[:, 0], tf.shape(rows, out_type=tf.int64)[0])
