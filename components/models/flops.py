@@ -222,7 +222,7 @@ def executed_training_flops(model, batch: dict, nominal: FlopCount | None = None
 
     model = getattr(model, "train", model)
     nominal = nominal or count_flops(model, batch, training=True)
-    adpm = next((layer for layer in model._flatten_layers() if isinstance(layer, ADPM)), None)
+    adpm = next((layer for layer in model.layers if isinstance(layer, ADPM)), None)
     if adpm is None:
         return nominal
     inputs = adpm._last_k(batch)
