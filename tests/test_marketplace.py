@@ -346,6 +346,39 @@ def test_oracle_probabilities_follow_position_and_session(tiny):
     assert p[clicked].mean() > 2 * p[~clicked].mean()
 
 
+def seen_in_the_hour_before(imps: pa.Table, events: pa.Table) -> np.ndarray:
+    """Per impression: did its browser log an event of the same listing in the hour before it?"""
+    ev = pa.table({"browser_id": events.column("browser_id"), "listing_id": events.column("listing_id"),
+                   "ev_ts": events.column("ts").cast(pa.int64())})
+    im = pa.table({"browser_id": imps.column("browser_id"), "listing_id": imps.column("listing_id"),
+                   "ts": imps.column("ts").cast(pa.int64()), "row": pa.array(np.arange(imps.num_rows))})
+    pairs = im.join(ev, ["browser_id", "listing_id"], join_type="inner").to_pydict()
+    seen = np.zeros(imps.num_rows, dtype=bool)
+    for row, ts, ev_ts in zip(pairs["row"], pairs["ts"], pairs["ev_ts"]):
+        seen[row] |= ts - 3_600_000 <= ev_ts < ts
+    return seen
+
+
+def test_retargeting_and_listing_identity_raise_clicks(tiny, tmp_path):
+    """The retargeting slot shows more ads of listings the session engaged with in the last hour, and the
+    identity match makes those more clickable (GENERATIVE_MODEL.md §6); each knob against a day without it."""
+    rates = {}
+    for name, overrides in (("default", None), ("no_identity", ["marketplace.click_model.match_listing=0"]),
+                            ("retarget_all", ["marketplace.click_model.match_listing=0", "marketplace.ads.retarget_prob=1"]),
+                            ("neither", ["marketplace.click_model.match_listing=0", "marketplace.ads.retarget_prob=0"])):
+        root = tiny[0] if overrides is None else str(tmp_path / name)
+        if overrides is not None:
+            generate(load_config("tiny", overrides).marketplace, root, START, 1, SEED)
+        imps, events = read_partition(root, "raw/impressions", DATES[0]), read_partition(root, "raw/events", DATES[0])
+        p = read_partition(root, "oracle/impressions", DATES[0]).column("p_click").to_numpy()
+        seen = seen_in_the_hour_before(imps, events)
+        rates[name] = {"seen": seen.mean(), "p_seen": p[seen].mean(), "p_unseen": p[~seen].mean()}
+    assert rates["retarget_all"]["seen"] > 1.5 * rates["neither"]["seen"], rates
+    assert rates["retarget_all"]["seen"] > rates["no_identity"]["seen"] > rates["neither"]["seen"], rates
+    assert rates["default"]["p_seen"] > 1.3 * rates["no_identity"]["p_seen"], rates
+    assert rates["default"]["p_seen"] > 5 * rates["default"]["p_unseen"], rates
+
+
 @pytest.mark.slow
 def test_local_rates_sessions_and_personalization_headroom(tmp_path):
     """Two days of ``local``: CTR 1-5%, post-click purchase 2-10%, short sessions, oracle - LR AUC >= 0.05."""

@@ -1,7 +1,8 @@
 """Sponsored search: candidate retrieval, ranking, true click/purchase probabilities, outcomes.
 
 For each request (a search that shows ads) K ~ U{k_min..k_max} campaign listings are
-retrieved, mostly from the query's taxonomy group, de-duplicated and ranked by relevance,
+retrieved, mostly from the query's taxonomy group, sometimes with a campaign listing the session
+engaged with (retargeting), de-duplicated and ranked by relevance,
 quality and noise into positions 0..K-1. Each impression is clicked with the true p_click;
 a click logs a ``view`` a few seconds later, and a purchase (preceded by a cart add) follows
 with the true post-click p_purchase after minutes to hours. Formulas: GENERATIVE_MODEL.md.
@@ -31,6 +32,20 @@ def retrieve(ctx: SimContext, q: Queries, k_max: int) -> np.ndarray:
         (p.ads_anywhere, np.zeros(n * k_max, dtype=np.int64)),
     ]
     return sample_chain(rng, stages).reshape(n, k_max)
+
+
+def retarget(ctx: SimContext, sess: np.ndarray, t: np.ndarray, cand: np.ndarray) -> None:
+    """Retargeting: w.p. ``ads.retarget_prob`` a request's first candidate becomes a campaign listing of the
+    session's logged events inside the look-back window before ``t``, drawn by the affinity's recency weights
+    (recent and deeper engagement first); rows without such an event keep their candidate."""
+    cm, rng, s, p = ctx.config.click_model, ctx.rng, ctx.sessions, ctx.pools
+    seen = s.buffer.listing[sess]
+    w = np.where((seen >= 0) & p.advertised[np.maximum(seen, 0)], s.buffer.recency_weights(cm, sess, t), 0.0)
+    total = w.sum(axis=1)
+    rows = np.flatnonzero((total > 0) & (rng.random(len(sess)) < ctx.config.ads.retarget_prob))
+    u = rng.random(len(rows)) * total[rows]
+    slot = np.minimum((np.cumsum(w[rows], axis=1) <= u[:, None]).sum(axis=1), w.shape[1] - 1)
+    cand[rows, 0] = seen[rows, slot]
 
 
 def duplicates(cand: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -82,6 +97,7 @@ def serve_requests(ctx: SimContext, sess: np.ndarray, t_search: np.ndarray, orde
     q = s.query.take(sess)
     valid = np.arange(k_max)[None, :] < rng.integers(cfg.k_min, k_max + 1, n)[:, None]
     cand = retrieve(ctx, q, k_max)
+    retarget(ctx, sess, t_search, cand)
     valid = dedupe(ctx, cand, valid)
     cand = np.where(valid, cand, 0)
     qcol = Queries(*(a[:, None] for a in (q.level, q.fine, q.color, q.material, q.noun)))

@@ -25,6 +25,7 @@ class DayPools:
     shop: np.ndarray
     quality: np.ndarray
     price_z: np.ndarray
+    advertised: np.ndarray  # bool per listing: in the ad pools (viewable with an active campaign)
     by_shop_fine: Groups
     by_shop: Groups
     by_fine_color: Groups
@@ -57,7 +58,7 @@ def build_pools(catalog: Catalog, day_start_ms: int) -> DayPools:
     zeros = np.zeros(lst.n, dtype=np.int64)
     return DayPools(
         fine=fine, mid=mid, top=top, color=lst.color.astype(np.int32), shop=lst.shop, quality=lst.quality,
-        price_z=catalog.price_z(),
+        price_z=catalog.price_z(), advertised=ads,
         by_shop_fine=groups(visible, lst.shop.astype(np.int64) * tax.n + fine, n_shop * tax.n),
         by_shop=groups(visible, lst.shop, n_shop),
         by_fine_color=groups(visible, fine.astype(np.int64) * N_COLORS + lst.color, tax.n * N_COLORS),

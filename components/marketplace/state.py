@@ -19,7 +19,8 @@ VIEW, FAVORITE, CART_ADD, PURCHASE, SEARCH = (ACTIONS.index(a) for a in ("view",
 
 
 class AffinityBuffer:
-    """Ring buffer of each session's most recent logged listing events (taxonomy, color, shop, action weight, ts).
+    """Ring buffer of each session's most recent logged listing events (listing, taxonomy, color, shop, action
+    weight, ts).
 
     The session affinity of an ad is the recency-weighted match between the ad listing and these
     events inside the look-back window — the signal a sessionizer that sees the last hour recovers.
@@ -27,6 +28,7 @@ class AffinityBuffer:
 
     def __init__(self, n_sessions: int, size: int):
         self.size = size
+        self.listing = np.full((n_sessions, size), -1, dtype=np.int64)
         self.fine = np.full((n_sessions, size), -1, dtype=np.int32)
         self.color = np.full((n_sessions, size), -1, dtype=np.int32)
         self.shop = np.full((n_sessions, size), -1, dtype=np.int32)
@@ -37,6 +39,7 @@ class AffinityBuffer:
     def insert(self, sessions: np.ndarray, pools: DayPools, listing: np.ndarray, weight: float, ts: np.ndarray) -> None:
         """Appends one event per given session (sessions must be distinct)."""
         slot = self.count[sessions] % self.size
+        self.listing[sessions, slot] = listing
         self.fine[sessions, slot] = pools.fine[listing]
         self.color[sessions, slot] = pools.color[listing]
         self.shop[sessions, slot] = pools.shop[listing]
@@ -44,27 +47,35 @@ class AffinityBuffer:
         self.ts[sessions, slot] = ts
         self.count[sessions] += 1
 
+    def recency_weights(self, cfg: ClickModelConfig, sessions: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``w_action(e) * gamma**rank(e)`` (n, size) of the buffered events of ``sessions`` inside the look-back
+        window before ``t`` (n,); 0 for empty slots and events outside it. Rank 0 = most recent."""
+        slots = np.arange(self.size)
+        count = self.count[sessions][:, None]
+        rank = (count - 1 - slots) % self.size
+        ts = self.ts[sessions]
+        usable = (slots < count) & (ts >= (t - cfg.window_s * 1000)[:, None]) & (ts < t[:, None])
+        return np.where(usable, self.weight[sessions] * cfg.recency_gamma ** rank, 0.0)
+
     def affinity(self, cfg: ClickModelConfig, pools: DayPools, sessions: np.ndarray, t: np.ndarray, listing: np.ndarray) -> np.ndarray:
         """Affinity (n, K) of ads ``listing`` (n, K) for ``sessions`` (n,) at times ``t`` (n,).
 
         ``sum_e w_action(e) * gamma**rank(e) * match(e, ad) / (prior + sum_e w_action(e) * gamma**rank(e))``
         over the buffered events ``e`` with ``t - window <= ts(e) < t``; rank 0 = most recent.
         """
-        slots = np.arange(self.size)
-        count = self.count[sessions][:, None]
-        rank = (count - 1 - slots) % self.size
-        ts = self.ts[sessions]
-        usable = (slots < count) & (ts >= (t - cfg.window_s * 1000)[:, None]) & (ts < t[:, None])
-        w = np.where(usable, self.weight[sessions] * cfg.recency_gamma ** rank, 0.0)
+        w = self.recency_weights(cfg, sessions, t)
         m = match(cfg, pools, self.fine[sessions][:, None, :], self.color[sessions][:, None, :],
-                  self.shop[sessions][:, None, :], listing[:, :, None])
+                  self.shop[sessions][:, None, :], listing[:, :, None], self.listing[sessions][:, None, :])
         return (m * w[:, None, :]).sum(axis=2) / (cfg.affinity_prior + w.sum(axis=1))[:, None]
 
 
-def match(cfg: ClickModelConfig, pools: DayPools, fine: np.ndarray, color: np.ndarray, shop: np.ndarray, listing: np.ndarray) -> np.ndarray:
+def match(cfg: ClickModelConfig, pools: DayPools, fine: np.ndarray, color: np.ndarray, shop: np.ndarray,
+          listing: np.ndarray, seen: np.ndarray | None = None) -> np.ndarray:
     """Match of (fine, color, shop) with ``listing``; arguments broadcast, empty entries (fine < 0) match nothing.
 
     ``match_fine * [same fine] + match_top * [same top] + match_color * [same color] + match_shop * [same shop]``
+    ``+ match_listing * [listing = seen]`` when the entries are logged events of listings ``seen`` (the
+    session affinity; the latent intent has no listing).
     """
     m = (
         cfg.match_fine * (pools.fine[listing] == fine)
@@ -72,6 +83,8 @@ def match(cfg: ClickModelConfig, pools: DayPools, fine: np.ndarray, color: np.nd
         + cfg.match_color * (pools.color[listing] == color)
         + cfg.match_shop * (pools.shop[listing] == shop)
     )
+    if seen is not None:
+        m = m + cfg.match_listing * (listing == seen)
     return np.where(fine >= 0, m, 0.0)
 
 
