@@ -427,6 +427,31 @@ def test_last_k_equals_the_layer_on_the_first_k_entries(lookups):
         AdpmConfig.model_validate({"last_k": 0})
 
 
+def test_sequence_dropout_turns_entries_into_padding_in_training_only(lookups):
+    """sequence_dropout = 0.3: in training each sequence entry of every component becomes padding w.p. 0.3
+    (the target stays); at inference nothing is dropped and the output is deterministic."""
+    cfg = _config(lookups).model_copy(update={"sequence_dropout": 0.3})
+    layer = ADPM(cfg, VOCAB)
+    model = _model(layer)
+    batch = {k: tf.constant(v) for k, v in _batch(cfg, seed=5, batch=400, length=6).items()}
+    assert layer._drop_entries(batch, training=False) is batch
+    np.testing.assert_array_equal(model(batch, training=False).numpy(), model(batch, training=False).numpy())
+    dropped = layer._drop_entries(batch, training=True)
+    for key, (dtype, shape) in layer.input_specs.items():
+        before, after = batch[key].numpy(), dropped[key].numpy()
+        if not shape:
+            np.testing.assert_array_equal(after, before)  # the target listing is never dropped
+            continue
+        pad = b"" if dtype == "string" else -1
+        valid, kept = before != pad, after == before
+        assert np.all(kept | (after == pad)), key
+        assert 0.25 < 1 - kept[valid].mean() < 0.35, key
+    train_out = model(batch, training=True).numpy()
+    assert np.abs(train_out - model(batch, training=False).numpy()).max() > 1e-4
+    with pytest.raises(ValueError):
+        AdpmConfig.model_validate({"sequence_dropout": 1.0})
+
+
 def test_bst_and_last_k_survive_the_keras_file_round_trip(tmp_path):
     cfg = AdpmConfig.model_validate({"last_k": 3, "component2": {"enabled": False}, "component3": {"enabled": False},
                                      "component1": {"embedding_dim": 8, "heads": 8, "ff_dim": 16, "max_len": 3,

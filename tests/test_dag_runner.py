@@ -155,13 +155,16 @@ def test_bad_overrides_name_the_field(overrides, message):
         load_config("local", overrides)
 
 
-def test_overriding_one_pccvr_field_keeps_the_other_pccvr_defaults():
+def test_overriding_one_task_field_keeps_the_other_task_defaults():
+    for task in ("ctr", "pccvr"):
+        default = getattr(load_config("local").models, task)
+        changed = getattr(load_config("local", [f"models.{task}.training.epochs=9"]).models, task)
+        assert changed.training.epochs == 9
+        assert changed.model_copy(update={"training": default.training}) == default, task  # nothing else moved
     default = load_config("local").models.pccvr
-    changed = load_config("local", ["models.pccvr.training.epochs=9"]).models.pccvr
-    assert changed.training.epochs == 9
-    assert changed.model_copy(update={"training": default.training}) == default  # nothing else moved
     assert default.pretrained == ["skipgram", "visual"] and default.adpm.component1.heads == 2
     assert default.ranker.debias is False and load_config("local").models.ctr.ranker.debias is True
+    assert load_config("local").models.ctr.adpm.sequence_dropout == 0.35 and default.adpm.sequence_dropout == 0
 
 
 def test_unknown_preset():

@@ -69,6 +69,7 @@ class ADPM(keras.layers.Layer):
                            if c2.enabled else None)
         self.learned = (LearnedPool(c3.pairs, self.vocabulary_sizes, c3.dims, c3.share_tables, name="learned")
                         if c3.enabled else None)
+        self.dropout_seed = keras.random.SeedGenerator(name="sequence_dropout_seed") if cfg.sequence_dropout else None
 
     @property
     def component_dims(self) -> dict[str, int]:
@@ -131,8 +132,25 @@ class ADPM(keras.layers.Layer):
         sequences = {key for key, (_, shape) in self.input_specs.items() if shape}
         return {key: value[:, :k] if key in sequences else value for key, value in inputs.items()}
 
+    def _drop_entries(self, inputs: dict, training) -> dict:
+        """In training, ``inputs`` with each sequence entry turned into padding (-1, or ``""`` for raw ids)
+        with probability ``sequence_dropout``; unchanged at inference."""
+        import tensorflow as tf
+
+        p = self.cfg.sequence_dropout
+        if not p or not training:
+            return inputs
+        out = dict(inputs)
+        for key, (dtype, shape) in self.input_specs.items():
+            if not shape:
+                continue
+            value = inputs[key]
+            keep = keras.random.uniform(tf.shape(value), seed=self.dropout_seed) >= p
+            out[key] = tf.where(keep, value, tf.constant("" if dtype == "string" else -1, value.dtype))
+        return out
+
     def call(self, inputs, training=None):
-        inputs = self._last_k(inputs)
+        inputs = self._drop_entries(self._last_k(inputs), training)
         parts = []
         for (entity, action), encoder in zip(self.cfg.component1.pairs, self.encoders):
             parts.append(encoder(inputs[TARGET_IDX], inputs[seq_idx_key(entity, action)], training=training))

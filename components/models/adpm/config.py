@@ -18,7 +18,8 @@ Learned Listing/Shop/Taxonomy Dim      32 / 16 / 8            ``component3.dims`
 Not given by the paper (our choices, each a field): the encoder's feed-forward width (``ff_dim``,
 2 x d1), the LeakyReLU slope (0.2, the default of ``tf.nn.leaky_relu``; neither paper 000 nor
 BST [11] states one), the layer-norm epsilon and the query embedding size of component 3 (16,
-the query entity has no row in Table 1). ``max_len`` is M = 50 (paper 000 §4.2).
+the query entity has no row in Table 1) and ``sequence_dropout`` (0 here; the CTR task sets 0.35,
+``components/models/config.py``). ``max_len`` is M = 50 (paper 000 §4.2).
 
 :func:`adpm_inputs` lists the batch features an ADPM of a config reads, in the
 ``{feature: (dtype, shape without batch)}`` form :func:`components.models.ranker.build_ranker`
@@ -191,6 +192,10 @@ class AdpmConfig(_Section):
     component1: EncoderComponentConfig = Field(default_factory=EncoderComponentConfig)
     component2: PretrainedComponentConfig = Field(default_factory=PretrainedComponentConfig)
     component3: LearnedComponentConfig = Field(default_factory=LearnedComponentConfig)
+    sequence_dropout: float = Field(
+        0.0, ge=0, lt=1, description="in training, each entry of every sequence the components read is dropped "
+                                     "(becomes padding) with this probability, so the learned id embeddings cannot "
+                                     "lean on any one past action; off at inference")
     last_k: int | None = Field(None, ge=1, description="keep only the first (newest) k entries of every sequence "
                                "the components read instead of the whole one-hour window (paper 000 §5.1: "
                                "ADPM k = 5 and k = 20); None = the whole sequence")
