@@ -13,7 +13,7 @@ import numpy as np
 
 from components.marketplace.queries import Queries, relevance
 from components.marketplace.state import CART_ADD, PURCHASE, VIEW, SimContext, match
-from components.marketplace.util import sample_chain, sigmoid
+from components.marketplace.util import categorical, sample_chain, sigmoid
 
 ANYWHERE = 3
 
@@ -41,11 +41,8 @@ def retarget(ctx: SimContext, sess: np.ndarray, t: np.ndarray, cand: np.ndarray)
     cm, rng, s, p = ctx.config.click_model, ctx.rng, ctx.sessions, ctx.pools
     seen = s.buffer.listing[sess]
     w = np.where((seen >= 0) & p.advertised[np.maximum(seen, 0)], s.buffer.recency_weights(cm, sess, t), 0.0)
-    total = w.sum(axis=1)
-    rows = np.flatnonzero((total > 0) & (rng.random(len(sess)) < ctx.config.ads.retarget_prob))
-    u = rng.random(len(rows)) * total[rows]
-    slot = np.minimum((np.cumsum(w[rows], axis=1) <= u[:, None]).sum(axis=1), w.shape[1] - 1)
-    cand[rows, 0] = seen[rows, slot]
+    rows = np.flatnonzero((w.sum(axis=1) > 0) & (rng.random(len(sess)) < ctx.config.ads.retarget_prob))
+    cand[rows, 0] = seen[rows, categorical(rng, w[rows])]
 
 
 def duplicates(cand: np.ndarray, valid: np.ndarray) -> np.ndarray:

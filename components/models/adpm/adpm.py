@@ -124,12 +124,16 @@ class ADPM(keras.layers.Layer):
             self.learned.build(input_shape)
         self.built = True
 
+    def _sequence_dtypes(self) -> dict[str, str]:
+        """``{feature: dtype}`` of the sequence inputs (all but the target ``listing_id_idx``)."""
+        return {key: dtype for key, (dtype, shape) in self.input_specs.items() if shape}
+
     def _last_k(self, inputs: dict) -> dict:
         """``inputs`` with every sequence cut to its first ``last_k`` entries (the target untouched)."""
         k = self.cfg.last_k
         if k is None:
             return inputs
-        sequences = {key for key, (_, shape) in self.input_specs.items() if shape}
+        sequences = self._sequence_dtypes()
         return {key: value[:, :k] if key in sequences else value for key, value in inputs.items()}
 
     def _drop_entries(self, inputs: dict, training) -> dict:
@@ -141,9 +145,7 @@ class ADPM(keras.layers.Layer):
         if not p or not training:
             return inputs
         out = dict(inputs)
-        for key, (dtype, shape) in self.input_specs.items():
-            if not shape:
-                continue
+        for key, dtype in self._sequence_dtypes().items():
             value = inputs[key]
             keep = keras.random.uniform(tf.shape(value), seed=self.dropout_seed) >= p
             out[key] = tf.where(keep, value, tf.constant("" if dtype == "string" else -1, value.dtype))
