@@ -11,6 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -211,6 +212,87 @@ def test_bst_target_output_is_the_blocks_output_at_the_target_position():
         AdsformerEncoder(vocabulary_size=11, pooling="sum")
 
 
+def test_target_match_appends_the_targets_largest_raw_attention_score():
+    """target_match (not in the paper): per head, max over the valid sequence entries of the first
+    block's pre-softmax score q_0 . k_j / sqrt(d), 0 without entries; the pooled part is unchanged."""
+    kwargs = dict(vocabulary_size=11, embedding_dim=6, max_len=4, heads=2, blocks=2, ff_dim=12)
+    encoder = AdsformerEncoder(**kwargs, target_match=True, embedding_init_stddev=0.5)
+    target = np.array([3, 0, 10], np.int64)
+    sequence = np.array([[1, 3, -1, -1], [-1, -1, -1, -1], [4, 5, 6, 7]], np.int64)
+    got = encoder(target, sequence).numpy()
+    assert got.shape == (3, 6 + 2) and encoder.compute_output_shape((3,), (3, 4)) == (3, 8)
+    np.testing.assert_allclose(got[:, :6], _reference_encoder(encoder, target, sequence), rtol=1e-4, atol=1e-5)
+
+    tokens = np.concatenate([target[:, None], sequence], axis=1)
+    valid = np.concatenate([np.ones((3, 1), bool), sequence >= 0], axis=1)
+    x = (encoder.embedding.embeddings.numpy()[np.where(valid, tokens + 1, 0)]
+         + encoder.position_embedding.numpy()[:5]).astype(np.float64)
+    w = {"/".join(v.path.split("/")[-2:]): v.numpy().astype(np.float64) for v in encoder.block_layers[0].weights}
+    q = np.einsum("btd,dhk->bthk", x, w["query/kernel"]) + w["query/bias"]
+    k = np.einsum("btd,dhk->bthk", x, w["key/kernel"]) + w["key/bias"]
+    scores = np.einsum("bhk,bshk->bhs", q[:, 0], k[:, 1:]) / np.sqrt(6)
+    want = np.where(valid[:, None, 1:], scores, -np.inf).max(-1)
+    want[1] = 0.0  # no entries
+    np.testing.assert_allclose(got[:, 6:], want, rtol=1e-4, atol=1e-5)
+
+    # the embedding initializer: normal with the given deviation, Keras' uniform(-0.05, 0.05) without
+    assert 0.35 < encoder.embedding.embeddings.numpy().std() < 0.65
+    plain = AdsformerEncoder(**kwargs)
+    plain(target, sequence)
+    assert np.abs(plain.embedding.embeddings.numpy()).max() <= 0.05 and plain.output_dim == 6
+    clone = AdsformerEncoder.from_config(encoder.get_config())
+    assert clone.target_match and clone.embedding_init_stddev == 0.5
+    clone(target, sequence)
+    clone.set_weights(encoder.get_weights())
+    np.testing.assert_allclose(clone(target, sequence).numpy(), got, rtol=1e-6)
+    # known_ids: the OOV rows (here index 10) match nothing, as a target or as an entry
+    known = AdsformerEncoder.from_config({**encoder.get_config(), "known_ids": 10})
+    known(target, sequence)
+    known.set_weights(encoder.get_weights())
+    masked = known(target, sequence).numpy()
+    np.testing.assert_allclose(masked[:2], got[:2], rtol=1e-6)
+    np.testing.assert_array_equal(masked[2, 6:], 0.0)                  # an OOV target
+    np.testing.assert_allclose(masked[2, :6], got[2, :6], rtol=1e-6)    # the pooled part is not touched
+    only_oov = np.array([[10, -1, -1, -1]])                            # a known target, only an OOV entry
+    np.testing.assert_array_equal(known(np.array([3]), only_oov).numpy()[0, 6:], 0.0)
+    assert np.abs(encoder(np.array([3]), only_oov).numpy()[0, 6:]).max() > 0
+
+
+def test_target_match_learns_that_the_target_is_in_the_sequence():
+    """The signal the readout exists for: the label is "the target listing is one of the session's
+    entries" (retargeting). Trained briefly, the encoder with the readout separates it; the paper's
+    encoder (softmax-normalized attention, Keras' small uniform embedding initialization) barely does,
+    since a target attending to its duplicate gets back a value equal to its own."""
+    rng = np.random.default_rng(0)
+    vocabulary, length, n = 2000, 8, 40_000
+
+    def data(n):
+        lengths = rng.integers(1, length + 1, n)
+        sequence = np.where(np.arange(length) < lengths[:, None], rng.integers(0, vocabulary, (n, length)), -1)
+        target = rng.integers(0, vocabulary, n)
+        inside = rng.random(n) < 0.2
+        target[inside] = sequence[inside, (rng.random(n) * lengths).astype(int)[inside]]
+        return target, sequence, np.isin(np.arange(n), np.nonzero((sequence == target[:, None]).any(1))[0])
+
+    (train_t, train_s, train_y), (test_t, test_s, test_y) = data(n), data(10_000)
+
+    def auc(**encoder_kwargs):
+        keras.utils.set_random_seed(3)
+        t_in, s_in = keras.Input((), dtype="int64"), keras.Input((length,), dtype="int64")
+        out = AdsformerEncoder(vocabulary, embedding_dim=16, max_len=length, heads=2, ff_dim=32,
+                               **encoder_kwargs)(t_in, s_in)
+        model = keras.Model([t_in, s_in], keras.layers.Dense(1)(keras.layers.Dense(32, activation="relu")(out)))
+        model.compile(keras.optimizers.Adam(3e-3), keras.losses.BinaryCrossentropy(from_logits=True))
+        model.fit([train_t, train_s], train_y.astype(np.float32), batch_size=512, epochs=2, verbose=0)
+        scores = model.predict([test_t, test_s], batch_size=4096, verbose=0)[:, 0]
+        return roc_auc_score(test_y, scores)
+
+    with_readout = auc(target_match=True, embedding_init_stddev=0.5)
+    paper = auc()
+    assert with_readout > 0.95, with_readout
+    assert with_readout - paper > 0.1, (with_readout, paper)  # measured: 0.994 against 0.744
+
+
 def _encoder_outputs_and_gradients(encoder, target, sequence, jit: bool = False):
     @tf.function(jit_compile=jit)
     def run(target, sequence):
@@ -343,7 +425,7 @@ def test_learned_pool_hand_computed_means():
 def _config(lookups=None, c2_input="ids", **switches) -> AdpmConfig:
     cfg = AdpmConfig.model_validate({
         "component1": {"embedding_dim": 8, "heads": 3, "ff_dim": 16, "max_len": 5,
-                       "enabled": switches.get("c1", True)},
+                       "target_match": switches.get("target_match", False), "enabled": switches.get("c1", True)},
         "component2": {"lookups": lookups or {}, "actions": ["view", "purchase"], "input_mode": c2_input,
                        "enabled": switches.get("c2", True)},
         "component3": {"enabled": switches.get("c3", True)},
@@ -365,6 +447,7 @@ def test_output_is_the_concatenation_of_the_components_and_each_can_be_switched_
     np.testing.assert_allclose(u[:, 18:], full.learned(batch).numpy(), rtol=1e-6)
     np.testing.assert_array_equal(u[0, 8:], 0)  # row 0 has no actions: components 2 and 3 give zeros
 
+    assert ADPM(_config(lookups, target_match=True), VOCAB).component_dims["component1"] == 8 + 3  # + heads
     for switches, dim in [({"c1": False}, 10 + c3), ({"c2": False}, 8 + c3), ({"c3": False}, 18),
                           ({"c1": False, "c2": False}, c3), ({"c2": False, "c3": False}, 8)]:
         layer = ADPM(_config(lookups, **switches), VOCAB)

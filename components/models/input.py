@@ -172,6 +172,14 @@ def vocabulary_sizes(transform_dir: str, num_oov_buckets: int | None = None) -> 
     return sizes
 
 
+def num_oov_buckets(transform_dir: str) -> int:
+    """The OOV buckets after each id vocabulary's K entries, as the transform step recorded them."""
+    stats = _stats(transform_dir)
+    if stats is None:
+        raise ValueError(f"{transform_dir} has no stats.json; is it a transform step output?")
+    return int(stats["num_oov_buckets"])
+
+
 def _stats(transform_dir: str) -> dict | None:
     path = os.path.join(transform_dir, "stats.json")
     if not tf.io.gfile.exists(path):

@@ -105,7 +105,7 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print, *
     with strategy.scope():
         if ranker_cfg.personalized:
             adpm_cfg = _adpm_config(task_cfg, lookups, notes)
-            adpm = ADPM(adpm_cfg, vocab)
+            adpm = ADPM(adpm_cfg, vocab, model_input.num_oov_buckets(tdir))
         ranker = build_ranker(ranker_cfg, task_cfg.wide or config.models.wide, vocab, adpm, adpm.input_specs if adpm else None,
                               name=model)
     batch = train_cfg.batch_size

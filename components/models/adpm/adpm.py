@@ -28,7 +28,9 @@ class ADPM(keras.layers.Layer):
     is inside the layer, so the input pipeline and the serving signature do not change.
 
     Constructor: ``config`` (an :class:`AdpmConfig` or its dict) and ``vocabulary_sizes``
-    (entity -> K + 1 including the OOV row, e.g. ``{"listing": 10001, "shop": 1501, ...}``).
+    (entity -> K + 1 including the OOV row, e.g. ``{"listing": 10001, "shop": 1501, ...}``) and
+    ``num_oov_buckets`` (the last rows of each vocabulary that are OOV buckets; component 1's
+    target-match readout does not let unknown listings match each other).
     All three components index the same per-entity vocabularies (paper 000 A.2). Input: a dict
     with (at least) the features of :attr:`input_specs` (see :mod:`.config`); it is dense,
     sequences padded with -1 (indices) or ``""`` (raw listing ids).
@@ -39,10 +41,12 @@ class ADPM(keras.layers.Layer):
     moves the string lookup out of the model (:meth:`add_lookup_rows`, in ``tf.data``) for both.
     """
 
-    def __init__(self, config: AdpmConfig | dict, vocabulary_sizes: dict[str, int], **kwargs):
+    def __init__(self, config: AdpmConfig | dict, vocabulary_sizes: dict[str, int], num_oov_buckets: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
         cfg = config if isinstance(config, AdpmConfig) else AdpmConfig.model_validate(config)
         self.cfg = cfg
+        self.num_oov_buckets = int(num_oov_buckets)
         self.vocabulary_sizes = {str(k): int(v) for k, v in vocabulary_sizes.items()}
         if not (cfg.component1.enabled or cfg.component2.enabled or cfg.component3.enabled):
             raise ValueError("ADPM: every component is switched off; enable at least one of component1 (adSformer "
@@ -64,7 +68,9 @@ class ADPM(keras.layers.Layer):
                     self.vocabulary_sizes[entity], embedding_dim=c1.embedding_dim, max_len=c1.max_len,
                     heads=c1.heads, blocks=c1.blocks, ff_dim=c1.ff_dim, dropout=c1.dropout, pooling=c1.pooling,
                     leaky_relu_alpha=c1.leaky_relu_alpha, layer_norm_epsilon=c1.layer_norm_epsilon,
-                    length_buckets=c1.length_buckets, name=f"encoder_{entity}_{action}"))
+                    length_buckets=c1.length_buckets, target_match=c1.target_match,
+                    embedding_init_stddev=c1.embedding_init_stddev,
+                    known_ids=self.vocabulary_sizes[entity] - self.num_oov_buckets, name=f"encoder_{entity}_{action}"))
         self.pretrained = (PretrainedPool(c2.lookups, c2.actions, c2.input_mode, name="pretrained")
                            if c2.enabled else None)
         self.learned = (LearnedPool(c3.pairs, self.vocabulary_sizes, c3.dims, c3.share_tables, name="learned")
@@ -76,7 +82,7 @@ class ADPM(keras.layers.Layer):
         """Output size of each enabled component."""
         dims = {}
         if self.encoders:
-            dims["component1"] = self.cfg.component1.embedding_dim * len(self.encoders)
+            dims["component1"] = sum(encoder.output_dim for encoder in self.encoders)
         if self.pretrained is not None:
             dims["component2"] = self.pretrained.output_dim
         if self.learned is not None:
@@ -169,4 +175,4 @@ class ADPM(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "config": self.cfg.model_dump(mode="json"),
-                "vocabulary_sizes": dict(self.vocabulary_sizes)}
+                "vocabulary_sizes": dict(self.vocabulary_sizes), "num_oov_buckets": self.num_oov_buckets}

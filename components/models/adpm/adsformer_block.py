@@ -63,12 +63,37 @@ class AdsformerBlock(keras.layers.Layer):
         self.ff_norm.build(input_shape)
         super().build(input_shape)
 
-    def call(self, inputs, valid, training=None):
+    def call(self, inputs, valid, training=None, return_target_match=None):
+        """The block's output ``[B, L, d]``; with ``return_target_match`` (a ``[B, L]`` bool mask of the
+        positions that may match, e.g. ``valid``) also :meth:`target_match`'s ``[B, h]``."""
         mask = ops.cast(valid, "bool")
-        attended = self._self_attention(inputs, mask)
+        attended, scores = self._self_attention(inputs, mask)
         x = self.attention_norm(inputs + self.attention_dropout(attended, training=training))
         ff = self.ff_out(self.ff_act(self.ff_in(x)))
-        return self.ff_norm(x + self.ff_dropout(ff, training=training))
+        out = self.ff_norm(x + self.ff_dropout(ff, training=training))
+        if return_target_match is None:
+            return out
+        return out, self.target_match(scores, ops.cast(return_target_match, "bool"))
+
+    @staticmethod
+    def target_match(scores, mask):
+        """Per head, the largest pre-softmax score of position 0 (the target) over the positions
+        ``1..L-1`` (the sequence) where ``mask`` holds, 0 where none does or ``mask[:, 0]`` (the target)
+        does not: ``[B, h]``.
+
+        Not in paper 000. The softmax of eq. (1) normalizes the target's scores, so how strongly the
+        target matches its best sequence entry (e.g. the very listing viewed earlier in the session)
+        does not survive into the attended values: a duplicate of the target attends to values equal
+        to its own. The unnormalized score keeps that intensity, the argument of DIN (Zhou et al.
+        2018, §4.3) for relaxing the softmax; ``component1.target_match`` appends it to the output.
+        """
+        import tensorflow as tf
+
+        target_scores = scores[:, :, 0, 1:]                                      # [B, h, L-1]
+        seq_mask = mask[:, None, 1:]
+        best = tf.reduce_max(tf.where(seq_mask, target_scores, tf.cast(_MASKED_SCORE, scores.dtype)), axis=-1)
+        usable = tf.reduce_any(seq_mask, axis=-1) & mask[:, None, 0]
+        return tf.where(usable, best, tf.zeros_like(best))
 
     def _self_attention(self, x, mask):
         """MHSA(x) (eqs. 1-2) with the weights of ``self.attention`` (a Keras ``MultiHeadAttention``,
@@ -81,6 +106,7 @@ class AdsformerBlock(keras.layers.Layer):
         faster at ``[1024, 51, 32]``, 3 heads), and ``softmax(Q K^T) V`` as ``tf.matmul`` on
         ``[B, h, L, k]`` was 1.45x faster than Keras' einsums. Same values (up to the order of
         floating-point sums); a padded key gets ``-1e9`` before the softmax, i.e. probability 0.
+        Returns ``(MHSA(x) [B, L, d], masked scores [B, h, L, L])``.
         """
         import tensorflow as tf
 
@@ -104,7 +130,7 @@ class AdsformerBlock(keras.layers.Layer):
         probs = tf.nn.softmax(scores, axis=-1)
         attended = tf.transpose(tf.matmul(probs, project(mha.value_dense)), (0, 2, 1, 3))  # [B, L, h, k]
         out = tf.matmul(tf.reshape(attended, (-1, heads * key_dim)), weight(o_kernel, (heads * key_dim, d)))
-        return tf.reshape(out + weight(mha.output_dense.bias, (d,)), (-1, length, d))
+        return tf.reshape(out + weight(mha.output_dense.bias, (d,)), (-1, length, d)), scores
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

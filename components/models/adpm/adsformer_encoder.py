@@ -46,7 +46,8 @@ class AdsformerEncoder(keras.layers.Layer):
     def __init__(self, vocabulary_size: int, embedding_dim: int = 32, max_len: int = 50, heads: int = 3,
                  blocks: int = 1, ff_dim: int = 64, dropout: float = 0.0, pooling: str = "max",
                  leaky_relu_alpha: float = 0.2, layer_norm_epsilon: float = 1e-6,
-                 length_buckets: tuple[int, ...] | list[int] = (), **kwargs):
+                 length_buckets: tuple[int, ...] | list[int] = (), target_match: bool = False,
+                 embedding_init_stddev: float | None = None, known_ids: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if vocabulary_size < 1 or embedding_dim < 1 or max_len < 1 or blocks < 1:
             raise ValueError(f"AdsformerEncoder needs vocabulary_size, embedding_dim, max_len and blocks >= 1, got "
@@ -54,6 +55,9 @@ class AdsformerEncoder(keras.layers.Layer):
         self.vocabulary_size, self.embedding_dim, self.max_len = vocabulary_size, embedding_dim, max_len
         self.heads, self.blocks, self.ff_dim, self.dropout = heads, blocks, ff_dim, dropout
         self.pooling, self.leaky_relu_alpha, self.layer_norm_epsilon = pooling, leaky_relu_alpha, layer_norm_epsilon
+        self.target_match = bool(target_match)
+        self.embedding_init_stddev = None if embedding_init_stddev is None else float(embedding_init_stddev)
+        self.known_ids = None if known_ids is None else int(known_ids)
         if pooling not in ("max", "avg", "target"):
             raise ValueError(f"AdsformerEncoder pooling must be 'max', 'avg' or 'target', got {pooling!r}")
         self.pool = None if pooling == "target" else MaskedGlobalPooling(pooling, name="pool")
@@ -62,7 +66,10 @@ class AdsformerEncoder(keras.layers.Layer):
             raise ValueError(f"AdsformerEncoder length_buckets must be >= 1, got {list(length_buckets)}")
 
     def build(self, target_shape, sequence_shape):
-        self.embedding = keras.layers.Embedding(self.vocabulary_size + 1, self.embedding_dim, name="listing_embedding")
+        init = ("uniform" if self.embedding_init_stddev is None
+                else keras.initializers.RandomNormal(stddev=self.embedding_init_stddev))
+        self.embedding = keras.layers.Embedding(self.vocabulary_size + 1, self.embedding_dim, name="listing_embedding",
+                                                embeddings_initializer=init)
         self.embedding.build((None, None))
         self.position_embedding = self.add_weight(shape=(self.max_len + 1, self.embedding_dim),
                                                   initializer="uniform", name="position_embedding")
@@ -91,11 +98,16 @@ class AdsformerEncoder(keras.layers.Layer):
         rows = ops.where(valid, tokens + 1, ops.zeros_like(tokens))
         positions = ops.take(self.position_embedding, ops.arange(ops.shape(tokens)[1]), axis=0)
         x = self.embedding(rows) + ops.cast(positions, self.compute_dtype)[None]
-        for block in self.block_layers:
-            x = block(x, valid, training=training)
-        if self.pool is None:  # BST: the encoded target position
-            return x[:, 0]
-        return self.pool(x, valid)
+        match = None
+        for n, block in enumerate(self.block_layers):
+            if n == 0 and self.target_match:
+                # all unknown listings share the OOV rows: they would match each other
+                known = valid if self.known_ids is None else valid & (tokens < self.known_ids)
+                x, match = block(x, valid, training=training, return_target_match=known)
+            else:
+                x = block(x, valid, training=training)
+        out = x[:, 0] if self.pool is None else self.pool(x, valid)  # pool None: BST, the encoded target
+        return out if match is None else ops.concatenate([out, ops.cast(match, out.dtype)], axis=-1)
 
     def _encode_by_length(self, tokens, valid, training):
         """:meth:`_encode` of each group of rows cut to its bucket width, stitched back in row order."""
@@ -113,12 +125,17 @@ class AdsformerEncoder(keras.layers.Layer):
                                       training))
         return tf.dynamic_stitch(index, parts)
 
+    @property
+    def output_dim(self) -> int:
+        return self.embedding_dim + (self.heads if self.target_match else 0)
+
     def compute_output_shape(self, target_shape, sequence_shape):
-        return (target_shape[0], self.embedding_dim)
+        return (target_shape[0], self.output_dim)
 
     def get_config(self):
         return {**super().get_config(), "vocabulary_size": self.vocabulary_size,
                 "embedding_dim": self.embedding_dim, "max_len": self.max_len, "heads": self.heads,
                 "blocks": self.blocks, "ff_dim": self.ff_dim, "dropout": self.dropout, "pooling": self.pooling,
                 "leaky_relu_alpha": self.leaky_relu_alpha, "layer_norm_epsilon": self.layer_norm_epsilon,
-                "length_buckets": list(self.length_buckets)}
+                "length_buckets": list(self.length_buckets), "target_match": self.target_match,
+                "embedding_init_stddev": self.embedding_init_stddev, "known_ids": self.known_ids}
