@@ -38,7 +38,7 @@ def _switches(task_cfg) -> tuple[bool, bool, bool]:
 
 def test_suites_hold_the_papers_rows():
     assert [v.name for v in SUITES["table2"]] == [
-        BASELINE, "adpm_max", "adpm_avg", "c1", "c2", "c3", "c1_c2", "c1_c3", "c2_c3", "adpm_match", "adpm_k5",
+        BASELINE, "adpm_max", "adpm_avg", "c1", "c2", "c3", "c1_c2", "c1_c3", "c2_c3", "adpm_paper", "adpm_k5",
         "adpm_k20", "bst_k20", "ebay_k5"]
     assert [v.name for v in SUITES["table3"]] == [
         BASELINE, "adpm_max", "adpm_avg", "c1", "c2", "c3", "c1_c2", "c1_c3", "c2_c3"]
@@ -67,9 +67,10 @@ def test_variants_change_only_what_they_name():
     avg = _config("table2", "adpm_avg")
     assert avg.adpm.component1.pooling == "avg" and _switches(avg) == (True, True, True)
     assert avg.model_copy(update={"adpm": base.ctr.adpm}) == base.ctr  # nothing else changed
-    match = _config("table2", "adpm_match").adpm.component1
-    assert match.target_match and match.embedding_init_stddev == 0.5 and match.pooling == "max"
-    assert not _config("table2", "adpm_max").adpm.component1.target_match
+    paper = _config("table2", "adpm_paper").adpm.component1
+    assert not paper.target_match and paper.embedding_init_stddev is None and paper.pooling == "max"
+    assert _config("table2", "adpm_max").adpm.component1.target_match
+    assert not _config("table2", "bst_k20").adpm.component1.target_match
     assert _config("table2", "adpm_k5").adpm.last_k == 5 and _config("table2", "adpm_k20").adpm.last_k == 20
     assert _config("table2", "adpm_k20").adpm.model_copy(update={"last_k": None}) == base.ctr.adpm
 

@@ -80,6 +80,13 @@ class AdsformerEncoder(keras.layers.Layer):
                                    self.layer_norm_epsilon, name=f"block_{n}")
             block.build(x_shape)
             self.block_layers.append(block)
+        if self.target_match:
+            # W_K = W_Q at initialization: every head's score q_0 . k_j = x_0 W W^T x_j^T then starts
+            # largest for x_j = x_0, so the readout carries the target's identity from the first step;
+            # with independent random kernels the local CTR day (354 steps) taught it nothing (component 1
+            # alone: ROC-AUC 0.7475 with the untied readout, 0.7498 without any, seed 7).
+            attention = self.block_layers[0].attention
+            attention.key_dense.kernel.assign(attention.query_dense.kernel)
         self.built = True
 
     def call(self, target, sequence, training=None):
