@@ -10,7 +10,7 @@ from components.models.adpm.pooling import MaskedGlobalPooling
 
 @keras.saving.register_keras_serializable(package="adsformer")
 class AdsformerEncoder(keras.layers.Layer):
-    """Target listing + its padded listing sequence -> a ``d1`` vector.
+    """Target listing + its padded listing sequence -> a ``d1`` vector (``d1 + heads`` with ``target_match``).
 
     Inputs: ``target`` int64 ``[B]`` (vocabulary index of the target listing, ``0..K``) and
     ``sequence`` int64 ``[B, M]`` (vocabulary indices, newest first, padding -1; only the first
@@ -23,6 +23,13 @@ class AdsformerEncoder(keras.layers.Layer):
         x_n      = AdsformerBlock(x_{n-1}, m),  n = 1..N        (eqs. 1-6)
         o_1      = GlobalMaxPooling_m(x_N)   or   GlobalAveragePooling_m(x_N)   (eq. 8, §5.1 ablation)
                    or   x_N[:, 0]                                (pooling="target": BST)
+        o_1      = Concat(o_1, max_{j: m_j, s_j < known_ids} q_0 . k_j / sqrt(d) per head)
+                                                                (target_match, not in the paper:
+                                                                 AdsformerBlock.target_match of block 1)
+
+    ``target_match`` adds ``heads`` outputs (0 when no entry qualifies or the target is OOV,
+    index >= ``known_ids``) and starts block 1 with ``W_K = W_Q``; ``embedding_init_stddev``
+    replaces Keras' uniform(-0.05, 0.05) embedding initializer with a normal one.
 
     Pooling runs over the valid positions only, so padding never wins the max; the target is
     always valid, so no row is empty. ``pooling="target"`` is the Behavior Sequence Transformer
