@@ -429,6 +429,13 @@ def to_markdown(results: dict) -> str:
             f"FLOP/example at this rate: {tr['nominal_fraction_of_matmul_peak']} of peak) | float32 matmul peak "
             f"{tr['matmul_peak_gflops']} GFLOP/s ({tr['matmul_peak_n']}x{tr['matmul_peak_n']}, best of "
             f"{tr['matmul_peak_repeats']}) | {tr['fraction_of_matmul_peak']} of peak |")
+        shares = tr.get("op_time_shares")
+        if shares:
+            split = ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
+            lines.append(
+                f"| training step, where the op time goes ({tr['profile_steps']} steps profiled) | share of summed "
+                f"op time | {split} ({tr['op_seconds_per_step'] * 1e3:.0f} ms of ops a step) | matmuls alone, at "
+                f"their shapes (fraction / matmul share) | {tr['matmul_fraction_while_running']} of peak |")
     td = results.get("tfdata")
     if td:
         lake = td["lake"]

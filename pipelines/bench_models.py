@@ -14,7 +14,12 @@ export); whatever it writes goes to a scratch directory.
   sequences encoded at their bucket's width); ``nominal_fraction_of_matmul_peak`` counts the
   padded model's work (every sequence at full width) done at the same rate. Matmuls the count
   could not size (shapes unknown in the trace) are listed in ``flops_uncounted``: the fraction
-  is then a lower bound.
+  is then a lower bound. Then ``PROFILE_STEPS`` more steps of the same compiled train step on those
+  batches run under TensorFlow's profiler (``components.models.op_profile``): ``op_time_shares``
+  says where the step's op time goes (matmuls, optimizer, sparse lookups, random masks, the rest)
+  and ``matmul_fraction_while_running`` = ``fraction_of_matmul_peak`` / the matmul share estimates
+  the rate the matmuls themselves reach at their shapes, the most that removing all other work
+  could give.
 - :func:`measure_tfdata`: records/s of the trainer's input pipeline
   (``components.models.input.make_dataset`` with the trainer's arguments: interleaved GZIP
   reads, shuffle, batch-then-parse, densify, prefetch) over a whole split, without training.
@@ -32,6 +37,7 @@ import time
 MATMUL_N = 4096  # side of the square float32 matrices of the peak measurement (137 GFLOP a product)
 MATMUL_REPEATS = 5
 FLOP_BATCHES = 20  # training batches the executed FLOPs per example are averaged over
+PROFILE_STEPS = 10  # train steps traced by the profiler for the op-time breakdown (after 2 untraced)
 
 
 @contextlib.contextmanager
@@ -54,9 +60,9 @@ def capture_ranker():
         ranker_module.build_ranker = original
 
 
-def trainer_batches(config, transform_dir: str, ranker, batch_size: int, count: int):
+def trainer_batches(config, transform_dir: str, ranker, batch_size: int, count: int, label: str = "clicked"):
     """The first ``count`` full training batches as the trainer feeds them (``make_dataset`` shuffled
-    with the config's seed, lookup rows), the model's inputs only."""
+    with the config's seed, lookup rows): ``(model inputs, label)`` pairs of numpy arrays."""
     from components.models import input as model_input
     from components.models.adpm import ADPM
 
@@ -69,7 +75,7 @@ def trainer_batches(config, transform_dir: str, ranker, batch_size: int, count: 
             continue
         if adpm is not None:
             batch = adpm.add_lookup_rows(batch)
-        yield {k: batch[k].numpy() for k in ranker.input_names}
+        yield {k: batch[k].numpy() for k in ranker.input_names}, batch[label].numpy()
 
 
 def measure_training(config, date, root: str, scratch: str, model: str = "ctr", peak_n: int = MATMUL_N,
@@ -101,10 +107,12 @@ def measure_training(config, date, root: str, scratch: str, model: str = "ctr", 
         "lookups": metrics["lookups"], "examples_per_s": round(rate, 1), "load_before": round(load, 2),
     }
     from components.models import flops
+    from components.models.train import TASK_LABEL
 
-    batches = list(trainer_batches(config, transform_dir(lake, date), ranker, batch_size, FLOP_BATCHES))
-    nominal = flops.count_flops(ranker.train, batches[0], training=True)
-    executed = statistics.fmean(flops.executed_training_flops(ranker, b, nominal).per_example for b in batches)
+    batches = list(trainer_batches(config, transform_dir(lake, date), ranker, batch_size, FLOP_BATCHES,
+                                   label=TASK_LABEL[task]))
+    nominal = flops.count_flops(ranker.train, batches[0][0], training=True)
+    executed = statistics.fmean(flops.executed_training_flops(ranker, b, nominal).per_example for b, _ in batches)
     peak = float(flops.matmul_peak_gflops(n=peak_n, repeats=peak_repeats))
     achieved, nominal_rate = rate * executed / 1e9, rate * nominal.per_example / 1e9
     out.update(flops_per_example=round(executed), nominal_flops_per_example=round(nominal.per_example),
@@ -115,7 +123,25 @@ def measure_training(config, date, root: str, scratch: str, model: str = "ctr", 
                matmul_peak_gflops=round(peak, 1), matmul_peak_n=peak_n, matmul_peak_repeats=peak_repeats,
                fraction_of_matmul_peak=round(achieved / peak, 4),
                nominal_fraction_of_matmul_peak=round(nominal_rate / peak, 4))
+    out.update(_op_time(ranker, batches, out["fraction_of_matmul_peak"]))
     return out
+
+
+def _op_time(ranker, batches, fraction: float) -> dict:
+    """The op-time breakdown of :data:`PROFILE_STEPS` train steps of the trained ranker (module doc)."""
+    from components.models import op_profile
+
+    def steps(first, count):
+        for i in range(first, first + count):
+            x, y = batches[i % len(batches)]
+            ranker.train.train_on_batch(x, y)
+
+    steps(0, 2)  # outside the trace: the first call may build the function train_on_batch runs
+    profile = op_profile.trace_op_time(lambda: steps(2, PROFILE_STEPS), optimizer_scope=ranker.train.optimizer.name)
+    share = profile["shares"]["matmul"]
+    return {"profile_steps": PROFILE_STEPS, "op_time_shares": profile["shares"],
+            "op_seconds_per_step": round(profile["op_seconds"] / PROFILE_STEPS, 4),
+            "matmul_fraction_while_running": round(fraction / share, 4) if share > 0 else None}
 
 
 def measure_tfdata(config, date, root: str, split: str = "train", model: str = "ctr", passes: int = 1) -> dict:

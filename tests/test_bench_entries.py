@@ -55,6 +55,12 @@ def test_entry_details(small_bench):
     # Short sequences are encoded at their bucket's width: less work executed than the padded model's.
     assert 0 < tr["flops_per_example"] < tr["nominal_flops_per_example"]
     assert tr["nominal_fraction_of_matmul_peak"] > tr["fraction_of_matmul_peak"]
+    # The profiled steps: every category present, shares of the summed op time, matmuls among them.
+    shares = tr["op_time_shares"]
+    assert set(shares) == {"matmul", "optimizer", "sparse", "random", "other"}
+    assert sum(shares.values()) == pytest.approx(1, abs=1e-3) and shares["matmul"] > 0 and shares["optimizer"] > 0
+    assert tr["matmul_fraction_while_running"] == pytest.approx(tr["fraction_of_matmul_peak"] / shares["matmul"],
+                                                                rel=0.01)
     # tf.data read the whole train split, and its ratio is against this run's training rate.
     assert td["records"] == tr["training_rows"] and _positive(td["records_per_s"])
     assert td["training_examples_per_s"] == tr["examples_per_s"]
@@ -89,6 +95,7 @@ def test_markdown_has_a_row_per_figure(small_bench):
     assert sum(r.startswith(f"| scaling {sizes[0]} -> ") for r in rows) == len(sizes) - 1
     assert all(r.count("|") == header.count("|") for r in rows), "a cell holds a stray |"
     assert f"{results['training']['fraction_of_matmul_peak']} of peak" in table
+    assert sum(r.startswith("| training step, where the op time goes") for r in rows) == 1
     assert f"| {results['tfdata']['tfdata_over_training']} |" in table
 
 

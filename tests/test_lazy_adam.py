@@ -59,7 +59,7 @@ def test_make_optimizer_by_name_and_serialization():
     lazy = make_optimizer("lazy_adam", 1e-3)
     assert isinstance(lazy, LazyAdam)
     assert isinstance(keras.optimizers.deserialize(keras.optimizers.serialize(lazy)), LazyAdam)
-    with pytest.raises(ValueError, match="adam or lazy_adam"):
+    with pytest.raises(ValueError, match="adam, lazy_adam or fused_adam"):
         make_optimizer("sgd", 1e-3)
 
 

@@ -80,9 +80,9 @@ def _personalized_ranker():
     return build_ranker(cfg, wide, VOCAB, adpm, adpm.input_specs)
 
 
-def test_xla_and_lazy_adam_options_train_the_personalized_ranker():
-    """training.jit_compile (the layers' static-shape formulations) and training.optimizer=lazy_adam:
-    the loss falls, and without XLA the same seed gives the same weights twice."""
+def test_xla_lazy_adam_and_fused_adam_options_train_the_personalized_ranker():
+    """training.jit_compile (the layers' static-shape formulations), training.optimizer=lazy_adam and
+    fused_adam: the loss falls, and without XLA the same seed gives the same weights twice."""
     def run(**options):
         ranker = _personalized_ranker()
         train = task_batches(_batches(64 * 20, seed=1).repeat(), "ctr", ranker.input_names)
@@ -90,7 +90,8 @@ def test_xla_and_lazy_adam_options_train_the_personalized_ranker():
                       None, lambda *_: None)
         return outcome.history["loss"], [w.copy() for w in ranker.train.get_weights()]
 
-    for options in ({"jit_compile": True}, {"jit_compile": True, "optimizer": "lazy_adam"}):
+    for options in ({"jit_compile": True}, {"jit_compile": True, "optimizer": "lazy_adam"},
+                    {"jit_compile": True, "optimizer": "fused_adam"}, {"optimizer": "fused_adam"}):
         losses, _ = run(**options)
         assert losses[1] < losses[0], options
     losses, weights = run(optimizer="lazy_adam")

@@ -86,9 +86,14 @@ def _tensor(variable):
 
 
 def make_optimizer(name: str, learning_rate):
-    """The training optimizer of ``training.optimizer``: ``adam`` or ``lazy_adam``."""
+    """The training optimizer of ``training.optimizer``: ``adam``, ``lazy_adam`` or ``fused_adam``
+    (:mod:`components.models.fused_adam`)."""
     if name == "adam":
         return keras.optimizers.Adam(learning_rate)
     if name == "lazy_adam":
         return LazyAdam(learning_rate)
-    raise ValueError(f"unknown training.optimizer {name!r}; use adam or lazy_adam")
+    if name == "fused_adam":
+        from components.models.fused_adam import FusedAdam
+
+        return FusedAdam(learning_rate)
+    raise ValueError(f"unknown training.optimizer {name!r}; use adam, lazy_adam or fused_adam")

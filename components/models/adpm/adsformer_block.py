@@ -63,17 +63,17 @@ class AdsformerBlock(keras.layers.Layer):
         self.ff_norm.build(input_shape)
         super().build(input_shape)
 
-    def call(self, inputs, valid, training=None, return_target_match=None):
-        """The block's output ``[B, L, d]``; with ``return_target_match`` (a ``[B, L]`` bool mask of the
+    def call(self, inputs, valid, training=None, match_mask=None):
+        """The block's output ``[B, L, d]``; with ``match_mask`` (a ``[B, L]`` bool mask of the
         positions that may match, e.g. ``valid``) also :meth:`target_match`'s ``[B, h]``."""
         mask = ops.cast(valid, "bool")
         attended, scores = self._self_attention(inputs, mask)
         x = self.attention_norm(inputs + self.attention_dropout(attended, training=training))
         ff = self.ff_out(self.ff_act(self.ff_in(x)))
         out = self.ff_norm(x + self.ff_dropout(ff, training=training))
-        if return_target_match is None:
+        if match_mask is None:
             return out
-        return out, self.target_match(scores, ops.cast(return_target_match, "bool"))
+        return out, self.target_match(scores, ops.cast(match_mask, "bool"))
 
     @staticmethod
     def target_match(scores, mask):

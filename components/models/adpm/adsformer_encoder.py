@@ -117,7 +117,7 @@ class AdsformerEncoder(keras.layers.Layer):
             if n == 0 and self.target_match:
                 # all unknown listings share the OOV rows: they would match each other
                 known = valid if self.known_ids is None else valid & (tokens < self.known_ids)
-                x, match = block(x, valid, training=training, return_target_match=known)
+                x, match = block(x, valid, training=training, match_mask=known)
             else:
                 x = block(x, valid, training=training)
         out = x[:, 0] if self.pool is None else self.pool(x, valid)  # pool None: BST, the encoded target
