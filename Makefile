@@ -11,7 +11,7 @@ PRESET ?= local
 DATE ?=
 START ?=
 END ?=
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=20
 
 .PHONY: help setup lock pipeline-local backfill test test-fast airflow-test airflow-lock bench lint clean
 

@@ -138,10 +138,10 @@ def _op_time(ranker, batches, fraction: float) -> dict:
 
     steps(0, 2)  # outside the trace: the first call may build the function train_on_batch runs
     profile = op_profile.trace_op_time(lambda: steps(2, PROFILE_STEPS), optimizer_scope=ranker.train.optimizer.name)
-    share = profile["shares"]["matmul"]
-    return {"profile_steps": PROFILE_STEPS, "op_time_shares": profile["shares"],
+    shares = {k: round(v, 4) for k, v in profile["shares"].items()}
+    return {"profile_steps": PROFILE_STEPS, "op_time_shares": shares,
             "op_seconds_per_step": round(profile["op_seconds"] / PROFILE_STEPS, 4),
-            "matmul_fraction_while_running": round(fraction / share, 4) if share > 0 else None}
+            "matmul_fraction_while_running": round(fraction / shares["matmul"], 4) if shares["matmul"] > 0 else None}
 
 
 def measure_tfdata(config, date, root: str, split: str = "train", model: str = "ctr", passes: int = 1) -> dict:

@@ -90,8 +90,9 @@ def test_xla_lazy_adam_and_fused_adam_options_train_the_personalized_ranker():
                       None, lambda *_: None)
         return outcome.history["loss"], [w.copy() for w in ranker.train.get_weights()]
 
+    # fused_adam without XLA: tests/test_fused_adam.py
     for options in ({"jit_compile": True}, {"jit_compile": True, "optimizer": "lazy_adam"},
-                    {"jit_compile": True, "optimizer": "fused_adam"}, {"optimizer": "fused_adam"}):
+                    {"jit_compile": True, "optimizer": "fused_adam"}):
         losses, _ = run(**options)
         assert losses[1] < losses[0], options
     losses, weights = run(optimizer="lazy_adam")

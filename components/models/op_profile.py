@@ -87,5 +87,4 @@ def trace_op_time(run, optimizer_scope: str | None = None, log_dir: str | None =
     total = sum(seconds.values())
     if not total > 0:
         raise RuntimeError("the trace holds no TensorFlow op events (did run() execute any TensorFlow ops?)")
-    return {"seconds": {k: round(v, 4) for k, v in seconds.items()},
-            "shares": {k: round(v / total, 4) for k, v in seconds.items()}, "op_seconds": round(total, 4)}
+    return {"seconds": seconds, "shares": {k: v / total for k, v in seconds.items()}, "op_seconds": total}
