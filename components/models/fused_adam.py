@@ -19,6 +19,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from components.models.lazy_adam import _tensor
+
 
 @keras.saving.register_keras_serializable(package="adsformer")
 class FusedAdam(keras.optimizers.Adam):
@@ -44,12 +46,8 @@ class FusedAdam(keras.optimizers.Adam):
             return ops.cast(value, dtype)
 
         tf.raw_ops.ResourceApplyAdam(
-            var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
+            var=_tensor(variable).handle, m=_tensor(self._momentums[index]).handle,
+            v=_tensor(self._velocities[index]).handle,
             beta1_power=ops.power(const(self.beta_1), step), beta2_power=ops.power(const(self.beta_2), step),
             lr=const(learning_rate), beta1=const(self.beta_1), beta2=const(self.beta_2), epsilon=const(self.epsilon),
             grad=ops.cast(gradient, dtype), use_locking=False)
-
-
-def _handle(variable):
-    """The resource handle of a Keras variable's backing ``tf.Variable``."""
-    return (variable.value if isinstance(variable, keras.Variable) else variable).handle

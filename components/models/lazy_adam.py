@@ -81,7 +81,8 @@ class LazyAdam(keras.optimizers.Adam):
 
 
 def _tensor(variable):
-    """The backing ``tf.Variable`` of a Keras variable (``tf.gather`` reads it without a dense copy)."""
+    """The backing ``tf.Variable`` of a Keras variable (``tf.gather`` reads it without a dense copy;
+    ``FusedAdam`` passes its ``handle`` to ``ResourceApplyAdam``)."""
     return variable.value if isinstance(variable, keras.Variable) else variable
 
 
