@@ -12,6 +12,7 @@ import pytest
 from schemas.examples import seq_column
 
 LISTING_K = 60
+UP_TO_TRANSFORM = ["generate", "validate", "data_gate", "sessionize", "transform"]
 
 
 def _run(root, overrides, date=None, steps=None):
@@ -62,8 +63,7 @@ def vocabulary(root, date, name):
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("transform") / "lake")
-    cfg, date = _run(root, [f"transform.top_k={{listing: {LISTING_K}}}"],
-                     steps=["generate", "validate", "data_gate", "sessionize", "transform"])
+    cfg, date = _run(root, [f"transform.top_k={{listing: {LISTING_K}}}"], steps=UP_TO_TRANSFORM)
     return root, cfg, date
 
 
@@ -148,7 +148,7 @@ def test_two_days_of_data_train_on_the_first_with_a_validation_fraction(tmp_path
     root = str(tmp_path / "lake")
     overrides = ["marketplace_days=2", "window.validation=fraction", "window.validation_fraction=0.2",
                  "sessionize.allow_immature_labels=true"]
-    cfg, date = _run(root, overrides, date=__import__("datetime").date(2026, 3, 2))
+    cfg, date = _run(root, overrides, date=__import__("datetime").date(2026, 3, 2), steps=UP_TO_TRANSFORM)
     assert sorted(os.listdir(os.path.join(root, "raw", "events"))) == ["dt=2026-03-01", "dt=2026-03-02"]
     train, validation = read_split(root, date, "train"), read_split(root, date, "validation")
     test = read_split(root, date, "test")
