@@ -120,10 +120,18 @@ def test_serving_model_reproduces_the_evaluated_probabilities(tiny_run):
         assert result["max_abs_diff"] <= 1e-5, result
 
 
-def test_forced_rerun_gives_identical_outputs(tiny_run, capsys):
-    before = digests(tiny_run, *RUN_OUTPUTS)
-    assert main(["run", "--root", str(tiny_run), "--preset", "tiny", "--force"]) == 0
-    assert digests(tiny_run, *RUN_OUTPUTS) == before and any("transform/train" in k for k in before)
+def test_forced_rerun_recomputes_downstream_and_gives_identical_outputs(tiny_run):
+    """``--force --steps train_ctr_baseline`` recomputes that step and everything downstream of it,
+    in place, to the same bytes. (That every step reproduces its outputs is test_resume's: a second
+    whole run in another process compared on RUN_OUTPUTS.)"""
+    run = tiny_run / "runs" / "2026-03-03"
+    started = lambda: {p.parent.name: json.loads(p.read_text())["started_at"] for p in run.glob("*/manifest.json")}
+    before, times = digests(tiny_run, *RUN_OUTPUTS), started()
+    assert main(["run", "--root", str(tiny_run), "--preset", "tiny", "--force", "--steps", "train_ctr_baseline"]) == 0
+    recomputed = {step for step, at in started().items() if at != times[step]}
+    assert {"train_ctr_baseline", "calibrate", "evaluate", "bless", "report"} <= recomputed
+    assert not recomputed & {"generate", "transform", "train_ctr", "train_pccvr", "visual", "air"}
+    assert digests(tiny_run, *RUN_OUTPUTS) == before
     assert sum(k.endswith("vectors.parquet") for k in before) == 4 and any(k.endswith(".faiss") for k in before)
     assert sum(k.endswith("predictions/test.parquet") for k in before) == 4
 
