@@ -436,6 +436,11 @@ def to_markdown(results: dict) -> str:
                 f"| training step, where the op time goes ({tr['profile_steps']} steps profiled) | share of summed "
                 f"op time | {split} ({tr['op_seconds_per_step'] * 1e3:.0f} ms of ops a step) | matmuls alone, at "
                 f"their shapes (fraction / matmul share) | {tr['matmul_fraction_while_running']} of peak |")
+        if "matmul_replay_fraction" in tr:
+            lines.append(
+                f"| training step's matmuls alone ({tr['matmul_replay_matmuls']} products of the padded step on random "
+                f"operands of their shapes) | GFLOP/s | {tr['matmul_replay_gflops']} GFLOP/s | float32 matmul peak | "
+                f"{tr['matmul_replay_fraction']} of peak (a ceiling: the padded step's matmuls with nothing else to run) |")
     td = results.get("tfdata")
     if td:
         lake = td["lake"]

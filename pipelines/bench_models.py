@@ -19,7 +19,9 @@ export); whatever it writes goes to a scratch directory.
   says where the step's op time goes (matmuls, optimizer, sparse lookups, random masks, the rest)
   and ``matmul_fraction_while_running`` = ``fraction_of_matmul_peak`` / the matmul share estimates
   the rate the matmuls themselves reach at their shapes, the most that removing all other work
-  could give.
+  could give. ``matmul_replay_fraction`` measures that ceiling directly: the padded step's
+  matmuls run alone on random operands of their shapes (``flops.replay_matmuls``), as a
+  fraction of the same peak.
 - :func:`measure_tfdata`: records/s of the trainer's input pipeline
   (``components.models.input.make_dataset`` with the trainer's arguments: interleaved GZIP
   reads, shuffle, batch-then-parse, densify, prefetch) over a whole split, without training.
@@ -124,6 +126,9 @@ def measure_training(config, date, root: str, scratch: str, model: str = "ctr", 
                fraction_of_matmul_peak=round(achieved / peak, 4),
                nominal_fraction_of_matmul_peak=round(nominal_rate / peak, 4))
     out.update(_op_time(ranker, batches, out["fraction_of_matmul_peak"]))
+    replay = flops.replay_matmuls(ranker.train, batches[0][0])
+    out.update(matmul_replay_matmuls=replay["matmuls"], matmul_replay_gflops=round(replay["gflops"], 2),
+               matmul_replay_fraction=round(replay["gflops"] / peak, 4), matmul_replay_not_replayed=replay["not_replayed"])
     return out
 
 

@@ -61,6 +61,9 @@ def test_entry_details(small_bench):
     assert sum(shares.values()) == pytest.approx(1, abs=1e-3) and shares["matmul"] > 0 and shares["optimizer"] > 0
     assert tr["matmul_fraction_while_running"] == pytest.approx(tr["fraction_of_matmul_peak"] / shares["matmul"],
                                                                 rel=0.01)
+    # The padded step's matmuls replayed alone: all of them (the ranker has no einsum), at a positive rate.
+    assert tr["matmul_replay_matmuls"] > 0 and tr["matmul_replay_not_replayed"] == []
+    assert tr["matmul_replay_fraction"] == pytest.approx(tr["matmul_replay_gflops"] / tr["matmul_peak_gflops"], rel=0.01)
     # tf.data read the whole train split, and its ratio is against this run's training rate.
     assert td["records"] == tr["training_rows"] and _positive(td["records_per_s"])
     assert td["training_examples_per_s"] == tr["examples_per_s"]
@@ -96,6 +99,7 @@ def test_markdown_has_a_row_per_figure(small_bench):
     assert all(r.count("|") == header.count("|") for r in rows), "a cell holds a stray |"
     assert f"{results['training']['fraction_of_matmul_peak']} of peak" in table
     assert sum(r.startswith("| training step, where the op time goes") for r in rows) == 1
+    assert sum(r.startswith("| training step's matmuls alone") for r in rows) == 1
     assert f"| {results['tfdata']['tfdata_over_training']} |" in table
 
 

@@ -7,8 +7,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from components.models.flops import (count_flops, matmul_peak_gflops, training_flops_per_example,  # noqa: E402
-                                     utilization)
+from components.models.flops import (count_flops, matmul_peak_gflops, replay_matmuls,  # noqa: E402
+                                     training_flops_per_example, utilization)
 
 
 def _dense_model():
@@ -29,6 +29,25 @@ def test_dense_model_forward_and_training_flops_by_hand():
     training = count_flops(_dense_model(), batch, training=True)
     assert training.total == 132 and training.unknown == []
     assert training_flops_per_example(_dense_model(), batch) == 66
+
+
+def test_replay_runs_the_training_matmuls_alone():
+    batch = {"x": np.zeros((64, 4), np.float32)}
+    replay = replay_matmuls(_dense_model(), batch, repeats=3, warmup=1)
+    # forward: 2 products; backward: dW and dh of Dense(1), dW of Dense(3) (test above)
+    assert replay["matmuls"] == 5 and replay["not_replayed"] == []
+    assert replay["flops"] == count_flops(_dense_model(), batch, training=True).total
+    assert replay["flops_per_example"] == replay["flops"] / 64
+    assert replay["seconds"] > 0 and replay["gflops"] == pytest.approx(replay["flops"] / replay["seconds"] / 1e9)
+
+
+def test_replay_lists_the_einsums_it_does_not_run():
+    x = keras.Input((2, 2), name="s")
+    model = keras.Model({"s": x}, keras.layers.MultiHeadAttention(1, key_dim=2)(x, x))
+    batch = {"s": np.zeros((1, 2, 2), np.float32)}
+    replay = replay_matmuls(model, batch, repeats=2, warmup=1)
+    assert replay["not_replayed"] and all(s.startswith("Einsum ") for s in replay["not_replayed"])
+    assert replay["flops"] < count_flops(model, batch, training=True).total
 
 
 def test_attention_einsums_and_batched_matmuls_by_hand():

@@ -22,6 +22,8 @@ throughput figures stated as a fraction of what the CPU can do (model FLOPs util
 * :func:`training_flops_per_example`: that training count divided by the batch size.
 * :func:`executed_training_flops`: the count a train step outside XLA executes on a batch, where
   the ADPM's encoders skip the padded tail of short sequences (below).
+* :func:`replay_matmuls`: those training matmuls run alone on random operands of their shapes:
+  the GFLOP/s they reach by themselves, a ceiling for the fraction of the peak a train step can.
 
 The graph is traced as XLA would compile it (``jit_compile=True``; it is not run), so layers with
 a static-shape and a data-dependent formulation (:mod:`components.models.xla`) count the static
@@ -126,14 +128,11 @@ def _op_flops(op) -> int | None:
     return None
 
 
-def _graph_flops(graph, by_op: dict[str, int], unknown: list[str], seen: set) -> None:
+def _matmul_ops(graph, seen: set):
+    """Every matmul-class op of ``graph`` and of the functions it calls, nested calls included."""
     for op in graph.get_operations():
         if op.type in MATMUL_OPS:
-            flops = _op_flops(op)
-            if flops is None:
-                unknown.append(f"{op.type} {op.name}")
-            else:
-                by_op[op.type] = by_op.get(op.type, 0) + flops
+            yield op
         for attr in ("f", "then_branch", "else_branch", "body", "cond"):  # nested function calls
             try:
                 fn = op.get_attr(attr)
@@ -146,15 +145,11 @@ def _graph_flops(graph, by_op: dict[str, int], unknown: list[str], seen: set) ->
             nested = graph._get_function(name) if hasattr(graph, "_get_function") else None
             nested_graph = getattr(nested, "graph", None)
             if nested_graph is not None:
-                _graph_flops(nested_graph, by_op, unknown, seen)
+                yield from _matmul_ops(nested_graph, seen)
 
 
-def count_flops(model, batch: dict, training: bool = False, loss=None) -> FlopCount:
-    """Matmul-class FLOPs of ``model`` on ``batch`` (a dict of tensors or arrays, every one with the
-    batch size as its first dimension), counted on the graph traced for exactly those shapes.
-    ``training=True``: one training step's forward and backward pass (gradients of every trainable
-    weight of the loss ``loss(labels, outputs)``; default: the mean of the outputs, which traces the
-    same matmuls), without the optimizer's element-wise update."""
+def _traced_graph(model, batch: dict, training: bool, loss=None):
+    """The graph of ``model`` on ``batch``'s shapes (see :func:`count_flops`) and the batch size."""
     import tensorflow as tf
 
     specs = {k: tf.TensorSpec(tf.convert_to_tensor(v).shape, tf.convert_to_tensor(v).dtype) for k, v in batch.items()}
@@ -175,9 +170,74 @@ def count_flops(model, batch: dict, training: bool = False, loss=None) -> FlopCo
     # Traced as for XLA (never run): the layers then pick their static-shape formulation (see
     # components.models.xla), whose every shape is known; the data-dependent one has no static count.
     concrete = tf.function(train if training else forward, jit_compile=True).get_concrete_function(specs)
+    return concrete.graph, sizes.pop()
+
+
+def count_flops(model, batch: dict, training: bool = False, loss=None) -> FlopCount:
+    """Matmul-class FLOPs of ``model`` on ``batch`` (a dict of tensors or arrays, every one with the
+    batch size as its first dimension), counted on the graph traced for exactly those shapes.
+    ``training=True``: one training step's forward and backward pass (gradients of every trainable
+    weight of the loss ``loss(labels, outputs)``; default: the mean of the outputs, which traces the
+    same matmuls), without the optimizer's element-wise update."""
+    graph, batch_size = _traced_graph(model, batch, training, loss)
     by_op, unknown = {}, []
-    _graph_flops(concrete.graph, by_op, unknown, set())
-    return FlopCount(sum(by_op.values()), by_op, unknown, sizes.pop())
+    for op in _matmul_ops(graph, set()):
+        flops = _op_flops(op)
+        if flops is None:
+            unknown.append(f"{op.type} {op.name}")
+        else:
+            by_op[op.type] = by_op.get(op.type, 0) + flops
+    return FlopCount(sum(by_op.values()), by_op, unknown, batch_size)
+
+
+def replay_matmuls(model, batch: dict, repeats: int = 15, warmup: int = 3) -> dict:
+    """The matmul-class ops of one training step of ``model`` on ``batch`` (the graph
+    :func:`count_flops` counts: forward + backward, padded static shapes) run alone, on random
+    operands of their shapes with their transpose flags, all in one ``tf.function``: the median
+    seconds of ``repeats`` calls and the GFLOP/s.
+
+    A ceiling for the achieved fraction of the peak: a train step cannot run these FLOPs faster
+    than its matmuls do with nothing else to run. Narrow matmuls (the CTR ranker's: batch x 32..256
+    projections, 51 x 51 attention per head) reach a smaller share of the peak than the
+    ``4096 x 4096`` product :func:`matmul_peak_gflops` times. The independent products may run
+    concurrently, as the executor runs a train step's. ``MatMul`` and ``BatchMatMul*`` are
+    replayed; other op types (``Einsum``, ``Conv2D``) are listed in ``not_replayed``. Outside XLA
+    the ADPM encoder runs short rows at a smaller width (:func:`executed_training_flops`), so its
+    matmuls are smaller still and this padded replay is an upper bound for them too."""
+    import statistics
+
+    import tensorflow as tf
+
+    graph, batch_size = _traced_graph(model, batch, training=True)
+    calls, skipped = [], []
+    for op in _matmul_ops(graph, set()):
+        shapes, flops = [_static(t.shape) for t in op.inputs], _op_flops(op)
+        if op.type == "MatMul" and flops is not None:
+            flags = {"transpose_a": op.get_attr("transpose_a"), "transpose_b": op.get_attr("transpose_b")}
+        elif op.type.startswith("BatchMatMul") and flops is not None:
+            flags = {"adjoint_a": op.get_attr("adj_x"), "adjoint_b": op.get_attr("adj_y")}
+        else:
+            skipped.append(f"{op.type} {op.name}")
+            continue
+        calls.append((tf.random.normal(shapes[0]), tf.random.normal(shapes[1]), flags, flops))
+    if not calls:
+        raise ValueError(f"replay_matmuls: the training graph has no MatMul/BatchMatMul to replay ({skipped})")
+
+    @tf.function
+    def replay():
+        # The products are returned, not reduced: a reduction would add memory-bound work.
+        return [tf.linalg.matmul(a, b, **flags) for a, b, flags, _ in calls]
+
+    for _ in range(warmup):
+        replay()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        replay()
+        seconds.append(time.perf_counter() - start)
+    total, median = sum(c[-1] for c in calls), statistics.median(seconds)
+    return {"matmuls": len(calls), "flops": total, "flops_per_example": total / batch_size, "seconds": median,
+            "gflops": total / median / 1e9, "not_replayed": skipped}
 
 
 def training_flops_per_example(model, batch: dict, loss=None) -> float:
