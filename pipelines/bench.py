@@ -441,6 +441,13 @@ def to_markdown(results: dict) -> str:
                 f"| training step's matmuls alone ({tr['matmul_replay_matmuls']} products of the padded step on random "
                 f"operands of their shapes) | GFLOP/s | {tr['matmul_replay_gflops']} GFLOP/s | float32 matmul peak | "
                 f"{tr['matmul_replay_fraction']} of peak (a ceiling: the padded step's matmuls with nothing else to run) |")
+        if "length_split_speedup" in tr:
+            lines.append(
+                f"| training step A/B: encoders' length split vs full width ({tr['ab_steps']} interleaved steps each, "
+                f"same batches) | ms per step | split {tr['ab_split_step_ms']} ms ({tr['ab_split_fraction_of_matmul_peak']} "
+                f"of peak) | full width {tr['full_width_step_ms']} ms = {round(tr['full_width_examples_per_s']):,} "
+                f"examples/s ({tr['full_width_fraction_of_matmul_peak']} of peak) | split {tr['length_split_speedup']}x "
+                f"faster |")
     td = results.get("tfdata")
     if td:
         lake = td["lake"]

@@ -7,10 +7,10 @@ export); whatever it writes goes to a scratch directory.
 - :func:`measure_training`: CTR training examples/s through the trainer itself
   (``components.models.step.train_model`` into a scratch directory, no model saved, no
   predictions), from its step callbacks (``Throughput``), and the training FLOP/s that makes as
-  a fraction of the float32 matmul peak measured in the same process after training, both from
-  ``components.models.flops`` (matmul-class FLOPs the traced training step of the ranker the
-  trainer built executes, averaged over batches as the trainer feeds them;
-  ``matmul_peak_gflops``). ``fraction_of_matmul_peak`` counts the work executed (short
+  a fraction of the float32 matmul peak measured in the same process before and after training
+  (the better of the two), both from ``components.models.flops`` (matmul-class FLOPs the traced
+  training step of the ranker the trainer built executes, averaged over batches as the trainer
+  feeds them; ``matmul_peak_gflops``). ``fraction_of_matmul_peak`` counts the work executed (short
   sequences encoded at their bucket's width); ``nominal_fraction_of_matmul_peak`` counts the
   padded model's work (every sequence at full width) done at the same rate. Matmuls the count
   could not size (shapes unknown in the trace) are listed in ``flops_uncounted``: the fraction
@@ -21,7 +21,11 @@ export); whatever it writes goes to a scratch directory.
   the rate the matmuls themselves reach at their shapes, the most that removing all other work
   could give. ``matmul_replay_fraction`` measures that ceiling directly: the padded step's
   matmuls run alone on random operands of their shapes (``flops.replay_matmuls``), as a
-  fraction of the same peak.
+  fraction of the same peak. Last, an A/B of what the encoders' length split buys: fresh copies
+  of the ranker with and without it, train steps interleaved on the same batches
+  (``length_split_speedup``; ``full_width_fraction_of_matmul_peak`` is the unsplit model's, whose
+  executed work is the padded model's): skipping padded work raises examples/s but lowers the
+  fraction of the peak, since what it skips are the largest attention matmuls.
 - :func:`measure_tfdata`: records/s of the trainer's input pipeline
   (``components.models.input.make_dataset`` with the trainer's arguments: interleaved GZIP
   reads, shuffle, batch-then-parse, densify, prefetch) over a whole split, without training.
@@ -40,19 +44,28 @@ MATMUL_N = 4096  # side of the square float32 matrices of the peak measurement (
 MATMUL_REPEATS = 5
 FLOP_BATCHES = 20  # training batches the executed FLOPs per example are averaged over
 PROFILE_STEPS = 10  # train steps traced by the profiler for the op-time breakdown (after 2 untraced)
+AB_WARMUP, AB_STEPS = 3, 20  # untimed, then timed train steps of each side of the length-split A/B
+
+
+class _Built(list):
+    """The rankers built, and ``calls``: the ``(args, kwargs)`` each was built with."""
+
+    calls: list
 
 
 @contextlib.contextmanager
 def capture_ranker():
     """Within the block, ``components.models.ranker.build_ranker`` also appends what it builds to the
     yielded list (``train_model`` imports it at call time), so the ranker the trainer trained can be
-    inspected afterwards."""
+    inspected afterwards; the list's ``calls`` holds the arguments of each build."""
     from components.models import ranker as ranker_module
 
-    built, original = [], ranker_module.build_ranker
+    built, original = _Built(), ranker_module.build_ranker
+    built.calls = []
 
     def recording(*args, **kwargs):
         built.append(original(*args, **kwargs))
+        built.calls.append((args, kwargs))
         return built[-1]
 
     ranker_module.build_ranker = recording
@@ -91,6 +104,12 @@ def measure_training(config, date, root: str, scratch: str, model: str = "ctr", 
     task_cfg = getattr(config.models, task)
     batch_size = task_cfg.training.batch_size
     load = os.getloadavg()[0]
+    from components.models import flops
+
+    # The peak is measured before training and again after it, and the better one taken: measured only
+    # after, it once came out at half its usual value (226 against ~430 GFLOP/s: the trainer's input
+    # pipeline can still be prefetching in the background), which doubled the fraction.
+    peak_before = float(flops.matmul_peak_gflops(n=peak_n, repeats=peak_repeats))
     with capture_ranker() as built:
         result = train_model(config, date, lake, model, progress=lambda *_: None, out_dir=scratch,
                              save_model=False, tensorboard=False, splits=())
@@ -108,28 +127,81 @@ def measure_training(config, date, root: str, scratch: str, model: str = "ctr", 
         "training_rows": metrics["training_rows"], "steps": metrics["steps"], "parameters": metrics["parameters"],
         "lookups": metrics["lookups"], "examples_per_s": round(rate, 1), "load_before": round(load, 2),
     }
-    from components.models import flops
     from components.models.train import TASK_LABEL
 
     batches = list(trainer_batches(config, transform_dir(lake, date), ranker, batch_size, FLOP_BATCHES,
                                    label=TASK_LABEL[task]))
     nominal = flops.count_flops(ranker.train, batches[0][0], training=True)
     executed = statistics.fmean(flops.executed_training_flops(ranker, b, nominal).per_example for b, _ in batches)
-    peak = float(flops.matmul_peak_gflops(n=peak_n, repeats=peak_repeats))
+    peak_after = float(flops.matmul_peak_gflops(n=peak_n, repeats=peak_repeats))
+    peak = max(peak_before, peak_after)
     achieved, nominal_rate = rate * executed / 1e9, rate * nominal.per_example / 1e9
     out.update(flops_per_example=round(executed), nominal_flops_per_example=round(nominal.per_example),
                flop_batches=len(batches), achieved_gflops=round(achieved, 2),
                flops_source="components.models.flops.executed_training_flops (traced forward + backward, "
                             "matmul-class ops, each encoder row at the width it is encoded at)",
                flops_uncounted=list(nominal.unknown),
-               matmul_peak_gflops=round(peak, 1), matmul_peak_n=peak_n, matmul_peak_repeats=peak_repeats,
+               matmul_peak_gflops=round(peak, 1), matmul_peak_before_gflops=round(peak_before, 1),
+               matmul_peak_after_gflops=round(peak_after, 1), matmul_peak_n=peak_n, matmul_peak_repeats=peak_repeats,
                fraction_of_matmul_peak=round(achieved / peak, 4),
                nominal_fraction_of_matmul_peak=round(nominal_rate / peak, 4))
     out.update(_op_time(ranker, batches, out["fraction_of_matmul_peak"]))
     replay = flops.replay_matmuls(ranker.train, batches[0][0])
     out.update(matmul_replay_matmuls=replay["matmuls"], matmul_replay_gflops=round(replay["gflops"], 2),
                matmul_replay_fraction=round(replay["gflops"] / peak, 4), matmul_replay_not_replayed=replay["not_replayed"])
+    out.update(_length_split_ab(config, model, built.calls[-1], batches, executed, nominal.per_example, peak))
     return out
+
+
+def _length_split_ab(config, model: str, build_call, batches, executed: float, nominal: float, peak: float) -> dict:
+    """The trainer's ranker against the same ranker without the encoders' length split
+    (``component1.length_buckets = []``: every row at full width, all the padded model's work
+    executed): two fresh copies built as the trainer built its ranker, compiled alike, their train
+    steps interleaved on the same batches (:data:`AB_STEPS` timed each, the order alternating), so
+    both see the same machine load. Empty when there is nothing to compare (no encoder splits, or
+    the step is XLA-compiled, where no encoder splits)."""
+    import inspect
+
+    import keras
+
+    from components.models.adpm import ADPM
+    from components.models.lazy_adam import make_optimizer
+    from components.models.ranker import build_ranker
+    from components.models.step import MODELS
+    from components.models.train import RowBinaryCrossentropy
+
+    training = getattr(config.models, MODELS[model][0]).training
+    bound = inspect.signature(build_ranker).bind(*build_call[0], **build_call[1])
+    adpm = bound.arguments.get("personalization")
+    if not isinstance(adpm, ADPM) or training.jit_compile or not adpm.cfg.component1.length_buckets:
+        return {}
+
+    def copy(length_buckets):
+        layer = adpm.get_config()
+        layer["config"]["component1"]["length_buckets"] = list(length_buckets)
+        keras.utils.set_random_seed(config.seed)
+        bound.arguments["personalization"] = ADPM.from_config(layer)
+        ranker = build_ranker(*bound.args, **bound.kwargs)
+        ranker.train.compile(optimizer=make_optimizer(training.optimizer, training.learning_rate),
+                             loss=RowBinaryCrossentropy(), metrics=[keras.metrics.AUC(from_logits=True, name="auc")])
+        return ranker
+
+    sides = {"split": copy(adpm.cfg.component1.length_buckets), "full": copy([])}
+    seconds = {name: [] for name in sides}
+    for i in range(AB_WARMUP + AB_STEPS):
+        x, y = batches[i % len(batches)]
+        for name in (("split", "full") if i % 2 == 0 else ("full", "split")):
+            t0 = time.perf_counter()
+            sides[name].train.train_on_batch(x, y)
+            if i >= AB_WARMUP:
+                seconds[name].append(time.perf_counter() - t0)
+    split, full = (statistics.median(seconds[name]) for name in ("split", "full"))
+    batch = len(batches[0][1])
+    return {"ab_steps": AB_STEPS, "ab_split_step_ms": round(split * 1e3, 2),
+            "ab_split_fraction_of_matmul_peak": round(batch / split * executed / 1e9 / peak, 4),
+            "full_width_step_ms": round(full * 1e3, 2), "full_width_examples_per_s": round(batch / full, 1),
+            "full_width_fraction_of_matmul_peak": round(batch / full * nominal / 1e9 / peak, 4),
+            "length_split_speedup": round(full / split, 3)}
 
 
 def _op_time(ranker, batches, fraction: float) -> dict:

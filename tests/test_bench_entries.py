@@ -52,6 +52,7 @@ def test_entry_details(small_bench):
     for key in ("examples_per_s", "flops_per_example", "achieved_gflops", "matmul_peak_gflops", "peak_rss_mb"):
         assert _positive(tr[key]), (key, tr[key])
     assert tr["fraction_of_matmul_peak"] == pytest.approx(tr["achieved_gflops"] / tr["matmul_peak_gflops"], rel=0.01)
+    assert tr["matmul_peak_gflops"] == max(tr["matmul_peak_before_gflops"], tr["matmul_peak_after_gflops"])
     # Short sequences are encoded at their bucket's width: less work executed than the padded model's.
     assert 0 < tr["flops_per_example"] < tr["nominal_flops_per_example"]
     assert tr["nominal_fraction_of_matmul_peak"] > tr["fraction_of_matmul_peak"]
@@ -64,6 +65,12 @@ def test_entry_details(small_bench):
     # The padded step's matmuls replayed alone: all of them (the ranker has no einsum), at a positive rate.
     assert tr["matmul_replay_matmuls"] > 0 and tr["matmul_replay_not_replayed"] == []
     assert tr["matmul_replay_fraction"] == pytest.approx(tr["matmul_replay_gflops"] / tr["matmul_peak_gflops"], rel=0.01)
+    # The length-split A/B ran both sides (the tiny preset splits its encoder); the full-width side
+    # executes the padded model's work.
+    assert tr["ab_steps"] > 0 and all(_positive(tr[k]) for k in ("ab_split_step_ms", "full_width_step_ms"))
+    assert tr["length_split_speedup"] == pytest.approx(tr["full_width_step_ms"] / tr["ab_split_step_ms"], rel=0.01)
+    full_rate = tr["full_width_examples_per_s"] * tr["nominal_flops_per_example"] / 1e9
+    assert tr["full_width_fraction_of_matmul_peak"] == pytest.approx(full_rate / tr["matmul_peak_gflops"], rel=0.01)
     # tf.data read the whole train split, and its ratio is against this run's training rate.
     assert td["records"] == tr["training_rows"] and _positive(td["records_per_s"])
     assert td["training_examples_per_s"] == tr["examples_per_s"]
@@ -100,6 +107,7 @@ def test_markdown_has_a_row_per_figure(small_bench):
     assert f"{results['training']['fraction_of_matmul_peak']} of peak" in table
     assert sum(r.startswith("| training step, where the op time goes") for r in rows) == 1
     assert sum(r.startswith("| training step's matmuls alone") for r in rows) == 1
+    assert sum(r.startswith("| training step A/B: encoders' length split vs full width") for r in rows) == 1
     assert f"| {results['tfdata']['tfdata_over_training']} |" in table
 
 
