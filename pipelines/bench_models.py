@@ -107,8 +107,8 @@ def measure_training(config, date, root: str, scratch: str, model: str = "ctr", 
     from components.models import flops
 
     # The peak is measured before training and again after it, and the better one taken: measured only
-    # after, it once came out at half its usual value (226 against ~430 GFLOP/s: the trainer's input
-    # pipeline can still be prefetching in the background), which doubled the fraction.
+    # after, it once came out at half its usual value (226 against ~430 GFLOP/s; the cause was not
+    # found, e.g. the trainer's input pipeline still prefetching), which doubled the fraction.
     peak_before = float(flops.matmul_peak_gflops(n=peak_n, repeats=peak_repeats))
     with capture_ranker() as built:
         result = train_model(config, date, lake, model, progress=lambda *_: None, out_dir=scratch,
