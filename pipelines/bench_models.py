@@ -156,7 +156,8 @@ def measure_training(config, date, root: str, scratch: str, model: str = "ctr", 
 def _length_split_ab(config, model: str, build_call, batches, executed: float, nominal: float, peak: float) -> dict:
     """The trainer's ranker against the same ranker without the encoders' length split
     (``component1.length_buckets = []``: every row at full width, all the padded model's work
-    executed): two fresh copies built as the trainer built its ranker, compiled alike, their train
+    executed): two fresh copies built as the trainer built its ranker, compiled as it compiles
+    (``train.compile_ranker``; a constant learning rate instead of the decay schedule), their train
     steps interleaved on the same batches (:data:`AB_STEPS` timed each, the order alternating), so
     both see the same machine load. Empty when there is nothing to compare (no encoder splits, or
     the step is XLA-compiled, where no encoder splits)."""
@@ -165,10 +166,9 @@ def _length_split_ab(config, model: str, build_call, batches, executed: float, n
     import keras
 
     from components.models.adpm import ADPM
-    from components.models.lazy_adam import make_optimizer
     from components.models.ranker import build_ranker
     from components.models.step import MODELS
-    from components.models.train import RowBinaryCrossentropy
+    from components.models.train import compile_ranker
 
     training = getattr(config.models, MODELS[model][0]).training
     bound = inspect.signature(build_ranker).bind(*build_call[0], **build_call[1])
@@ -182,8 +182,7 @@ def _length_split_ab(config, model: str, build_call, batches, executed: float, n
         keras.utils.set_random_seed(config.seed)
         bound.arguments["personalization"] = ADPM.from_config(layer)
         ranker = build_ranker(*bound.args, **bound.kwargs)
-        ranker.train.compile(optimizer=make_optimizer(training.optimizer, training.learning_rate),
-                             loss=RowBinaryCrossentropy(), metrics=[keras.metrics.AUC(from_logits=True, name="auc")])
+        compile_ranker(ranker, training, training.learning_rate)
         return ranker
 
     sides = {"split": copy(adpm.cfg.component1.length_buckets), "full": copy([])}

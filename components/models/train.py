@@ -145,6 +145,15 @@ def _adapt_for_multi_worker(model, element_spec) -> None:
     model.test_step = test_step_with_vector_logs
 
 
+def compile_ranker(ranker, cfg, learning_rate, steps_per_execution: int = 1) -> None:
+    """Compile ``ranker.train`` as the trainer does: ``cfg.optimizer`` (a ``TrainingConfig``) at
+    ``learning_rate`` (a float or a schedule), the row-wise binary cross-entropy on logits, ROC-AUC,
+    XLA as ``cfg.jit_compile`` says."""
+    ranker.train.compile(optimizer=make_optimizer(cfg.optimizer, learning_rate), loss=RowBinaryCrossentropy(),
+                         metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
+                         steps_per_execution=steps_per_execution, jit_compile=cfg.jit_compile)
+
+
 def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progress,
         validation_ds=None, validation_steps: int | None = None) -> TrainOutcome:
     """Compile and fit ``ranker.train`` (already built under the strategy's scope). With
@@ -165,10 +174,7 @@ def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progre
     # MirroredStrategy but compiled outside its scope fails in fit with "Mixing different
     # tf.distribute.Strategy objects").
     with strategy.scope():
-        ranker.train.compile(optimizer=make_optimizer(cfg.optimizer, schedule),
-                             loss=RowBinaryCrossentropy(),
-                             metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
-                             steps_per_execution=steps_per_execution, jit_compile=cfg.jit_compile)
+        compile_ranker(ranker, cfg, schedule, steps_per_execution)
     _adapt_for_multi_worker(ranker.train, train_ds.element_spec)
     meter = Throughput(cfg.batch_size)
     callbacks = [meter, EpochProgress(progress, steps_per_epoch)]
