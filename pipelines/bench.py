@@ -208,7 +208,7 @@ from components.sessionize.step import session_spec
 from pipelines.config import load_config
 from pipelines.bench_sessionize import same_examples
 from schemas.examples import examples_schema
-schema = examples_schema(session_spec(load_config("bench").sessionize).pairs)
+schema = examples_schema(session_spec(load_config("bench").sessionize).pairs, engineered=False)
 _out = dict(equal=same_examples({beam["output"]!r}, {duck["output"]!r}, schema, sample={sample}))
 """)
         events = inputs["events"]

@@ -233,7 +233,7 @@ def duckdb_examples(spec: SessionSpec, negative_rate: float, out_path: str, part
         "sample_rate": f"CASE WHEN i.clicked THEN 1.0::DOUBLE ELSE {float(negative_rate)!r}::DOUBLE END",
     }
     computed.update({seq_column(e, a): f"coalesce(s.{seq_column(e, a)}, []::VARCHAR[])" for e, a in spec.pairs})
-    select = ",\n      ".join(f"{computed.get(f.name, 'i.' + f.name)} AS {f.name}" for f in examples_schema(spec.pairs))
+    select = ",\n      ".join(f"{computed.get(f.name, 'i.' + f.name)} AS {f.name}" for f in examples_schema(spec.pairs, engineered=False))
     return f"""
     COPY (
       WITH seqs AS (

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from schemas.features import feature_fields
 from schemas.raw import IMPRESSIONS_SCHEMA, LISTING_ACTIONS
 
 ENTITIES = ("listing", "shop", "taxonomy", "query")
@@ -23,8 +24,9 @@ def seq_column(entity: str, action: str) -> str:
     return f"seq_{entity}_{action}"
 
 
-def examples_schema(pairs=DEFAULT_PAIRS) -> pa.Schema:
-    """Arrow schema of derived/examples for the configured (entity, action) pairs."""
+def examples_schema(pairs=DEFAULT_PAIRS, engineered: bool = True) -> pa.Schema:
+    """Arrow schema of derived/examples for the configured (entity, action) pairs; without the
+    engineered features (``schemas.features``) when ``engineered`` is false."""
     carried = [IMPRESSIONS_SCHEMA.field(name) for name in CARRIED_FROM_IMPRESSIONS]
     base = carried[:2] + [
         pa.field("user_key", pa.string(), nullable=False),  # user_id, else browser_id (DESIGN §4)
@@ -34,4 +36,4 @@ def examples_schema(pairs=DEFAULT_PAIRS) -> pa.Schema:
         pa.field("sample_rate", pa.float64(), nullable=False),
     ]
     seqs = [pa.field(seq_column(e, a), pa.list_(pa.string()), nullable=False) for e, a in pairs]
-    return pa.schema(base + seqs)
+    return pa.schema(base + seqs + (feature_fields() if engineered else []))

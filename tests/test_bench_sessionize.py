@@ -102,7 +102,7 @@ def beam_examples_dir(lake: dict) -> str:
 def beam_examples(inputs):
     """The Beam step's examples of each input, in the examples schema."""
     cfg, lakes = inputs
-    schema = examples_schema(session_spec(cfg.sessionize).pairs)
+    schema = examples_schema(session_spec(cfg.sessionize).pairs, engineered=False)
     out = {}
     for name, lake in lakes.items():
         run = bs.run_beam(cfg, lake["root"], X)
@@ -114,7 +114,7 @@ def beam_examples(inputs):
 @pytest.mark.parametrize("method", ["max_by", "slice"])
 def test_duckdb_reference_writes_the_examples_of_the_beam_step(inputs, beam_examples, tmp_path, method):
     cfg, lakes = inputs
-    schema = examples_schema(session_spec(cfg.sessionize).pairs)
+    schema = examples_schema(session_spec(cfg.sessionize).pairs, engineered=False)
     for name, lake in lakes.items():
         # Small passes, so the partitioning by user key is exercised too.
         duck = bs.run_duckdb(cfg, lake["root"], X, str(tmp_path / name), method=method, events_per_part=500)

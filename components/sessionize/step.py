@@ -29,6 +29,33 @@ def session_spec(cfg) -> SessionSpec:
                        pairs=tuple(tuple(p) for p in cfg.pairs), attribution_ms=cfg.attribution_minutes * MINUTE_MS)
 
 
+def prior_days_found(lake: Lake, day: dt.date, prior_days: int) -> tuple[list[str], int]:
+    """Validated impressions files of the up to ``prior_days`` days strictly before ``day`` that
+    are there, and how many days they come from: ``(files, days)``."""
+    files, days = [], 0
+    for back in range(1, prior_days + 1):
+        found = validated_files(lake, "impressions", day - dt.timedelta(days=back))
+        if found is not None:
+            files += found
+            days += 1
+    return files, days
+
+
+def _plan_features(lake: Lake, config, day: dt.date, result: StepResult) -> dict:
+    """Side inputs of the engineered features of ``day``: its catalog and earlier days' impressions."""
+    cfg = config.sessionize
+    catalog = validated_files(lake, "listings", day)
+    if catalog is None:
+        result.notes.append(f"{day}: no validated catalog: the relevance features (rel_*) are 0")
+    prior_files, found = prior_days_found(lake, day, cfg.prior_days)
+    if cfg.prior_days and not found:
+        result.notes.append(f"{day}: no validated impressions in the {cfg.prior_days} days before: "
+                            "no historical priors for this day (prior_days = 0)")
+    result.metrics[f"prior_days/{day}"] = found
+    return {"catalog": catalog or [], "prior_impressions": prior_files, "prior_days": found,
+            "prior_strength": cfg.prior_strength}
+
+
 def _plan_day(lake: Lake, config, day: dt.date, result: StepResult) -> tuple[list[Source], list[Source], int]:
     """Sources of one example day, and its impression count; notes what is missing."""
     cfg = config.sessionize
@@ -88,7 +115,8 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
                     continue
                 progress(f"  sessionizing {day}: {n:,} impressions from {len(events)} event files")
                 _ = p | f"Day{day}" >> SessionizeDay(events, impressions, staged[day][0], spec,
-                                                    cfg.negative_sample_rate, cfg.num_buckets)
+                                                    cfg.negative_sample_rate, cfg.num_buckets,
+                                                    **_plan_features(lake, config, day, result))
     except BaseException:
         for tmp, _ in staged.values():
             fs.delete_tree(tmp)

@@ -17,7 +17,8 @@ from apache_beam.metrics import Metrics
 
 from components.beam_arrow import BackgroundFn, WriteBucketFn, from_ipc, sort_table, split_by_bucket, to_ipc
 from components.lake import fs
-from components.sessionize.examples import build_examples
+from components.sessionize import features
+from components.sessionize.examples import FeatureContext, build_examples
 from components.sessionize.kernel import EVENT_COLUMNS, SessionSpec
 from schemas.raw import EVENTS_SCHEMA, IMPRESSIONS_SCHEMA, user_key
 from schemas.validation import stable_bucket
@@ -113,13 +114,16 @@ class SessionizeBucketFn(WriteBucketFn):
     """All events and impressions of a bucket of user keys -> that bucket's examples, written
     as ``part-<bucket>.parquet`` in ``out_dir`` (rows in ``OUTPUT_ORDER``); emits ``(path, rows)``."""
 
-    def __init__(self, spec: SessionSpec, negative_rate: float, out_dir: str):
+    def __init__(self, spec: SessionSpec, negative_rate: float, out_dir: str, prior_days: int = 0,
+                 prior_strength: float = 20.0):
         super().__init__(out_dir, OUTPUT_ORDER)
         self.spec, self.negative_rate = spec, negative_rate
+        self.prior_days, self.prior_strength = prior_days, prior_strength
         self.examples = Metrics.counter("sessionize", "examples")
         self.events = Metrics.counter("sessionize", "events_in_buckets")
 
-    def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+    def process(self, element, catalog=(), prior_counts=None, window=beam.DoFn.WindowParam,
+                timestamp=beam.DoFn.TimestampParam):
         bucket, tagged = element
         groups = {EVENTS: [], IMPRESSIONS: []}
         for kind, data in tagged:
@@ -131,7 +135,11 @@ class SessionizeBucketFn(WriteBucketFn):
         impressions = sort_table(impressions, OUTPUT_ORDER)
         events = _concat(groups[EVENTS], pa.schema([EVENTS_SCHEMA.field(c) for c in EVENT_COLUMNS]))
         self.events.inc(events.num_rows)
-        examples = build_examples(events, impressions, self.spec, self.negative_rate)
+        context = FeatureContext(
+            catalog=pa.concat_tables([from_ipc(c) for c in catalog]) if catalog else None,
+            prior_counts={kind: from_ipc(data) for kind, data in (prior_counts or {}).items()},
+            prior_days=self.prior_days, prior_strength=self.prior_strength)
+        examples = build_examples(events, impressions, self.spec, self.negative_rate, context)
         self.examples.inc(examples.num_rows)
         yield from self.submit((bucket, examples), window, timestamp)
 
@@ -140,23 +148,78 @@ def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
+CATALOG_COLUMNS = ["listing_id", "title", "tags", "taxonomy_path"]
+
+
+def read_catalog_text(path: str) -> bytes:
+    """The catalog text the relevance features read, of one validated listings file, as IPC bytes."""
+    return to_ipc(_read_columns(path, CATALOG_COLUMNS))
+
+
+def _read_columns(path: str, columns: list[str]) -> pa.Table:
+    handle = path if fs.is_local(path) else pa.BufferReader(fs.read_bytes(path))
+    return pq.read_table(handle, columns=columns)
+
+
+class PriorCountsFn(beam.DoFn):
+    """One validated impressions file of an earlier day -> ``(kind, IPC bytes)`` partial counts per prior key."""
+
+    def process(self, path: str):
+        table = _read_columns(path, ["query", "listing_id", "shop_id", "clicked"])
+        for kind, counts in features.prior_counts(table).items():
+            yield kind, to_ipc(counts)
+
+
+def _merge_counts(element) -> tuple[str, bytes]:
+    kind, parts = element
+    return kind, to_ipc(features.merge_prior_counts([from_ipc(p) for p in parts], kind))
+
+
+class PriorCounts(beam.PTransform):
+    """Impressions and clicks per listing, shop and (query, listing) over earlier days' files:
+    ``(kind, IPC bytes)``, one element per kind (a side input: one row per key seen)."""
+
+    def __init__(self, paths: list[str]):
+        super().__init__()
+        self.paths = paths
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Files" >> beam.Create(self.paths)
+                | "Count" >> beam.ParDo(PriorCountsFn())
+                | "GroupByKind" >> beam.GroupByKey()
+                | "Merge" >> beam.Map(_merge_counts))
+
+
 class SessionizeDay(beam.PTransform):
-    """Examples of one day, written as ``part-<bucket>.parquet`` files in ``out_dir``."""
+    """Examples of one day, written as ``part-<bucket>.parquet`` files in ``out_dir``.
+
+    The engineered features read two side inputs besides the bucket: the day's catalog text
+    (relevance) and the earlier days' impression counts (priors). Both hold one row per
+    listing (or key) rather than per event, which is what a side input can afford.
+    """
 
     def __init__(self, events: list[Source], impressions: list[Source], out_dir: str, spec: SessionSpec,
-                 negative_rate: float, num_buckets: int):
+                 negative_rate: float, num_buckets: int, catalog: list[str] = (), prior_impressions: list[str] = (),
+                 prior_days: int = 0, prior_strength: float = 20.0):
         super().__init__()
         self.event_sources, self.impression_sources = events, impressions
         self.out_dir, self.spec = out_dir, spec
         self.negative_rate, self.num_buckets = negative_rate, num_buckets
+        self.catalog, self.prior_impressions = list(catalog), list(prior_impressions)
+        self.prior_days, self.prior_strength = prior_days, prior_strength
 
     def expand(self, pbegin):
         sources = [(EVENTS, s) for s in self.event_sources] + [(IMPRESSIONS, s) for s in self.impression_sources]
+        catalog = pbegin | "Catalog" >> beam.Create(self.catalog) | "CatalogText" >> beam.Map(read_catalog_text)
+        priors = pbegin | "Priors" >> PriorCounts(self.prior_impressions)
         return (
             pbegin
             | "Files" >> beam.Create(sources)
             | "Spread" >> beam.Reshuffle()
             | "ReadByBucket" >> beam.ParDo(ReadBucketsFn(self.num_buckets))
             | "GroupByBucket" >> beam.GroupByKey()
-            | "SessionizeAndWrite" >> beam.ParDo(SessionizeBucketFn(self.spec, self.negative_rate, self.out_dir))
+            | "SessionizeAndWrite" >> beam.ParDo(
+                SessionizeBucketFn(self.spec, self.negative_rate, self.out_dir, self.prior_days, self.prior_strength),
+                beam.pvalue.AsList(catalog), beam.pvalue.AsDict(priors))
         )
