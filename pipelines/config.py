@@ -21,6 +21,7 @@ from components.dicts import deep_merge
 from components.gates.config import GatesConfig
 from components.marketplace.config import MarketplaceConfig
 from components.models.config import ModelsConfig
+from components.references.config import ReferencesConfig
 from components.report.config import ReportConfig
 from components.representations.config import RepresentationsConfig
 from components.sessionize.config import SessionizeConfig
@@ -60,6 +61,7 @@ class PipelineConfig(BaseModel):
     transform: TransformConfig = Field(default_factory=TransformConfig)
     representations: RepresentationsConfig = Field(default_factory=RepresentationsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    references: ReferencesConfig = Field(default_factory=ReferencesConfig)
     bless: BlessConfig = Field(default_factory=BlessConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)

@@ -56,7 +56,8 @@ STEPS: tuple[Step, ...] = (
         "sessionize",
         "components.sessionize.step:run",
         deps=("data_gate",),
-        reads=("derived/validated/events/dt=[D-T-1, D+1]", "derived/validated/impressions/dt=[D-T, D]"),
+        reads=("derived/validated/events/dt=[D-T-1, D+1]", "derived/validated/impressions/dt=[D-T-P, D] "
+               "(P = sessionize.prior_days: the priors' earlier days)", "derived/validated/listings/dt=[D-T, D]"),
         writes=("derived/examples/dt=[D-T, D]",),
         description="one example per impression: point-in-time one-hour sequences, click and purchase labels",
     ),
@@ -140,6 +141,15 @@ STEPS: tuple[Step, ...] = (
     ) for model, task, personalized in (("ctr", "ctr", True), ("ctr_baseline", "ctr", False),
                                         ("pccvr", "pccvr", True), ("pccvr_baseline", "pccvr", False))),
     Step(
+        "train_references",
+        "components.references.step:run",
+        deps=("transform",),
+        reads=("derived/examples/dt={D-T..D} (the transform step's splits)",),
+        writes=("runs/D/train_references/{references.json,predictions/<task>/<reference>/{validation,test}.parquet}",),
+        description="reference models on the engineered features: logistic regression and gradient-boosted trees, "
+                    "non-personalized and personalized, without and with the ad position",
+    ),
+    Step(
         "calibrate",
         "components.calibrate.step:run",
         deps=("train_ctr", "train_ctr_baseline", "train_pccvr", "train_pccvr_baseline"),
@@ -150,7 +160,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "evaluate",
         "components.evaluate.step:run",
-        deps=("calibrate",),
+        deps=("calibrate", "train_references"),
         reads=("runs/D/train_<model>/predictions/test.parquet", "runs/D/calibrate/", "oracle/impressions/dt=D"),
         writes=("runs/D/evaluate/metrics.json",),
         description="next-day ROC-AUC, PR-AUC, log-loss, NCE, ECE (raw and calibrated), lifts, oracle headroom",

@@ -16,8 +16,9 @@ class SessionizeConfig(BaseModel):
     pairs: list[tuple[str, str]] = Field(default_factory=lambda: list(DEFAULT_PAIRS))
     negative_sample_rate: float = Field(0.5, gt=0, le=1, description="share of non-clicks kept on CTR training days")
     num_buckets: int = Field(8, ge=1, description="user-key buckets: the shuffle keys and output files per day")
-    prior_days: int = Field(7, ge=0, description="historical priors count the impressions of up to this many days "
-                            "strictly before the example's day (0: no priors)")
+    prior_days: int = Field(1, ge=0, description="historical priors count the impressions of the P days strictly "
+                            "before the example's day (0: no priors); a run uses them only when every training "
+                            "day has all P (validate covers window.session_lookback_days days before the window)")
     prior_strength: float = Field(20.0, gt=0, description="pseudo-impressions at the earlier days' click rate that "
                                   "smooth each prior CTR: (clicks + a p0) / (impressions + a)")
     allow_immature_labels: bool = Field(False, description="write a day whose next day's purchases are not there yet")

@@ -1,0 +1,1 @@
+"""Reference models: what an ads team ships today, measured beside the rankers in every run (DESIGN §8)."""
