@@ -66,6 +66,16 @@ def pool_fields(texts: pa.Table, vocab: list[str], matrix: np.ndarray) -> dict[s
     return out
 
 
+def _has_words(catalog: pa.Table) -> bool:
+    """Whether any listing of the catalog has a non-empty title or tag."""
+    titles = pc.fill_null(catalog.column("title"), "") if "title" in catalog.column_names else None
+    if titles is not None and pc.any(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(titles)), 0)).as_py():
+        return True
+    if "tags" in catalog.column_names:
+        return bool(pc.any(pc.greater(pc.fill_null(pc.list_value_length(catalog.column("tags")), 0), 0)).as_py())
+    return False
+
+
 class TextRepresentation(Representation):
     name = "text"
 
@@ -78,6 +88,9 @@ class TextRepresentation(Representation):
             return "no catalog for this date (events-only logs): no listing text"
         if not fs.exists(self.corpus) or not fs.read_bytes(self.corpus).strip():
             return "the listing-text corpus is empty (the catalog has no titles, tags or taxonomy text)"
+        if not _has_words(self.catalog):
+            return ("the catalog has no titles and no tags (only taxonomy ids): text vectors need listing text; "
+                    "components that read them (AIR's text input, ADPM lookups) go without")
         self.texts = listing_text(self.catalog, config.corpora.stop_token if config.corpora.mask_stop_words else None,
                                   config.corpora.number_token)
         self.ad_days = [d for d in _days_back(config.window.corpus_dates(date)[-1], self.cfg.ad_token_days)
