@@ -39,6 +39,26 @@ SESSION_FEATURES = tuple(f"tgt_{e}_{a}_{s}" for e in TARGET_ENTITIES for a in LI
 FEATURE_GROUPS = {"request": REQUEST_FEATURES, "relevance": RELEVANCE_FEATURES,
                   "prior": PRIOR_FEATURES, "session": SESSION_FEATURES}
 ENGINEERED_FEATURES = tuple(f for group in FEATURE_GROUPS.values() for f in group)
+MIN_RATIO = 1e-3  # the price ratio's floor before its log (a free listing among priced ones)
+NONPERSONALIZED_GROUPS = ("request", "relevance", "prior")
+"""The groups a model without the user's session may read (the session group is personalization)."""
+
+
+def scaling(name: str) -> str:
+    """How a model input is made of a feature before standardization: ``log1p`` for counts,
+    ``hours`` for seconds, ``log`` for the price ratio, ``none`` otherwise."""
+    if name.endswith(("_count", "_imps")) or name in ("req_candidates", "query_tokens"):
+        return "log1p"
+    if name.endswith("_secs"):
+        return "hours"
+    if name == "req_price_ratio":
+        return "log"
+    return "none"
+
+
+def group_of(name: str) -> str:
+    """The :data:`FEATURE_GROUPS` key of an engineered feature."""
+    return next(group for group, names in FEATURE_GROUPS.items() if name in names)
 
 
 def feature_fields() -> list[pa.Field]:

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from components.lake import Lake, parquet
 from components.references import features as rf
 from components.references.config import ReferencesConfig
-from components.references.step import REFERENCES, _design, _fit, predictions_path, priors_in_use, references_path
+from components.references.step import REFERENCES, _design, _fit, predictions_path, references_path
 from schemas.features import ENGINEERED_FEATURES, PRIOR_FEATURES, SESSION_FEATURES
 from tests.conftest import TINY_DATE
 
@@ -61,14 +61,6 @@ def test_position_design_adds_only_the_position():
     one_hot = _design(t, names, "logreg", True, 10)
     assert one_hot.shape[1] == base.shape[1] + 10 and (one_hot[:, base.shape[1]:].sum(axis=1) == 1).all()
     assert _design(t, names, "gbdt", True, 10).shape[1] == base.shape[1] + 1
-
-
-def test_priors_are_used_only_when_every_training_row_has_all_its_days():
-    rows = lambda days: pa.table({"prior_days": pa.array(days, pa.float32())})  # noqa: E731
-    assert priors_in_use(rows([1, 1]), 1) == (True, "")
-    on, why = priors_in_use(rows([0, 1]), 1)
-    assert not on and "0 of the sessionize.prior_days (1)" in why
-    assert priors_in_use(rows([1, 1]), 0)[0] is False
 
 
 def test_references_score_the_rankers_rows_on_the_tiny_run(tiny_run):

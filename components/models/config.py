@@ -43,6 +43,9 @@ class RankerConfig(_Section):
     debias: bool = Field(True, description="a shallow position/platform tower added to the logit in training and "
                                            "detached at serving (paper 000 §5.3, paper 002 §3.4)")
     debias_hidden: list[int] = Field(default_factory=lambda: [16])
+    engineered: bool = Field(True, description="the wide input also reads the transform step's engineered "
+                             "point-in-time features (schemas.features): request context, relevance and priors; "
+                             "the personalized ranker also the target-session identity features")
 
 
 class TrainingConfig(_Section):

@@ -31,16 +31,19 @@ class Ranker:
 
 def build_ranker(cfg: RankerConfig, wide: WideConfig, vocab: dict[str, int],
                  personalization: keras.layers.Layer | None = None,
-                 personalization_inputs: dict[str, tuple[str, tuple]] | None = None, name: str = "ranker") -> Ranker:
+                 personalization_inputs: dict[str, tuple[str, tuple]] | None = None, name: str = "ranker",
+                 engineered: tuple[str, ...] = ()) -> Ranker:
     """Build the ranker; ``personalization`` (the ADPM layer) takes a dict of ``personalization_inputs``
-    (feature -> (dtype, shape without batch)) and returns the user vector ``u``."""
+    (feature -> (dtype, shape without batch)) and returns the user vector ``u``; ``engineered``: the
+    standardized engineered features (``float32`` scalars) the wide input appends."""
     specs = dict(WIDE_INPUTS)
+    specs.update({feature: ("float32", ()) for feature in engineered})
     if cfg.personalized:
         if personalization is None:
             raise ValueError("a personalized ranker needs the ADPM layer; set personalized=false for the baseline")
         specs.update(personalization_inputs or {})
     inputs = {k: keras.Input(shape=shape, dtype=dtype, name=k) for k, (dtype, shape) in specs.items()}
-    x0 = wide_features(inputs, vocab, wide, with_position=not cfg.debias)
+    x0 = wide_features(inputs, vocab, wide, with_position=not cfg.debias, engineered=tuple(engineered))
     if cfg.personalized:
         u = personalization({k: inputs[k] for k in personalization_inputs})
         x0 = keras.layers.Concatenate(name="wide_and_user")([x0, u])

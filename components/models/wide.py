@@ -2,7 +2,8 @@
 
 Embeddings of the target listing, shop and taxonomy indices, the query index and its tokens
 (masked average), platform, hour of day, day of week and (when no debias tower takes it)
-the ad position, concatenated with the z-scored log price and the logged-in flag.
+the ad position, concatenated with the z-scored log price, the logged-in flag and the
+standardized engineered point-in-time features (``schemas.features``; DESIGN §5).
 """
 from __future__ import annotations
 
@@ -50,8 +51,10 @@ WIDE_INPUTS = {  # feature -> (dtype, shape without batch)
 }
 
 
-def wide_features(inputs: dict, vocab: dict[str, int], cfg: WideConfig, with_position: bool):
-    """The wide vector from Keras inputs (``inputs`` holds :data:`WIDE_INPUTS`)."""
+def wide_features(inputs: dict, vocab: dict[str, int], cfg: WideConfig, with_position: bool,
+                  engineered: tuple[str, ...] = ()):
+    """The wide vector from Keras inputs (``inputs`` holds :data:`WIDE_INPUTS` and the ``engineered``
+    standardized features ``eng_<name>``, which are appended as they are)."""
     parts = []
     for column, entity in (("listing_id_idx", "listing"), ("shop_id_idx", "shop"),
                            ("taxonomy_id_idx", "taxonomy"), ("query_idx", "query"), ("platform_idx", "platform")):
@@ -64,6 +67,8 @@ def wide_features(inputs: dict, vocab: dict[str, int], cfg: WideConfig, with_pos
         parts.append(position_embedding(inputs["position"], cfg, "wide_position"))
     parts.append(ops.expand_dims(ops.cast(inputs["price_log_z"], "float32"), -1))
     parts.append(ops.expand_dims(ops.cast(inputs["logged_in"], "float32"), -1))
+    if engineered:
+        parts.append(ops.stack([ops.cast(inputs[name], "float32") for name in engineered], axis=-1))
     return keras.layers.Concatenate(name="wide")(parts)
 
 

@@ -8,8 +8,9 @@ Two feature sets (``schemas.features`` for the formulas), each with and without 
 - ``personalized``: the above plus the session: the target-session identity features and the
   lengths of the last hour's listing-view, search and purchase sequences.
 
-Counts enter as log1p and seconds as hours; the trees are indifferent to such monotone maps, the
-logistic regression is not.
+Each feature is scaled as the rankers' transform scales it (``schemas.features.scaling``: counts
+as log1p, seconds as hours); the trees are indifferent to such monotone maps, the logistic
+regression is not.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.features import PRIOR_FEATURES, RELEVANCE_FEATURES, REQUEST_FEATURES, SESSION_FEATURES
+from schemas.features import MIN_RATIO, PRIOR_FEATURES, RELEVANCE_FEATURES, REQUEST_FEATURES, SESSION_FEATURES, scaling
 from schemas.raw import PLATFORMS
 
 FEATURE_SETS = ("nonpersonalized", "personalized")
@@ -46,12 +47,13 @@ def _numeric(table: pa.Table, name: str) -> np.ndarray:
 
 def _transformed(table: pa.Table, name: str) -> np.ndarray:
     x = _numeric(table, name)
-    if name.endswith(("_count", "_imps")) or name in ("req_candidates", "query_tokens") or name.startswith("len_"):
+    kind = "log1p" if name.startswith("len_") else scaling(name)
+    if kind == "log1p":
         return np.log1p(x)
-    if name.endswith("_secs"):
+    if kind == "hours":
         return x / 3600.0
-    if name == "req_price_ratio":
-        return np.log(np.maximum(x, 1e-3))
+    if kind == "log":
+        return np.log(np.maximum(x, MIN_RATIO))
     return x
 
 

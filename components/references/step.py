@@ -68,18 +68,6 @@ def _schema_names(path: str) -> list[str]:
     return pq.ParquetFile(handle).schema_arrow.names
 
 
-def priors_in_use(train: pa.Table, prior_days: int) -> tuple[bool, str]:
-    """Whether the run uses the historical priors: only when every training row had all
-    ``prior_days`` earlier days (never absent in training and present at test), and why not."""
-    if prior_days == 0:
-        return False, "sessionize.prior_days is 0"
-    found = int(np.min(train.column("prior_days").to_numpy())) if train.num_rows else 0
-    if found < prior_days:
-        return False, (f"a training day has {found} of the sessionize.prior_days ({prior_days}) earlier days of "
-                       "impressions validated")
-    return True, ""
-
-
 def _fit(learner: str, x: np.ndarray, y: np.ndarray, cfg, seed: int):
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
@@ -129,9 +117,12 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     if splits["train"] is None:
         raise StepError("train_references: the training split is empty; see the transform step")
     _check_rows(lake, date, splits)
-    priors, why = priors_in_use(splits["train"], config.sessionize.prior_days)
+    from components.transform.step import engineered_features
+
+    _, prior_use = engineered_features(config, date, lake)  # the rankers' rule, so both see the same inputs
+    priors = prior_use["used"]
     if not priors:
-        result.notes.append(f"historical priors off for this run: {why}")
+        result.notes.append(f"historical priors off for this run: {prior_use['why']}")
     summary: dict = {"priors": priors, "tasks": {}}
     for task, label in TASK_LABEL.items():
         rows = _task_rows(splits, task)

@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.examples import seq_column
+from schemas.features import ENGINEERED_FEATURES
 
 STRING_SCALARS = ("impression_id", "listing_id", "shop_id", "taxonomy_id", "query", "platform")
 INT_SCALARS = ("ts", "position", "logged_in", "clicked", "purchased")
-FLOAT_SCALARS = ("price", "sample_rate")
+FLOAT_SCALARS = ("price", "sample_rate") + ENGINEERED_FEATURES
 
 
 def _as_list(values: pa.Array) -> pa.ListArray:
