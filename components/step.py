@@ -8,7 +8,11 @@ from typing import Any
 
 @dataclasses.dataclass
 class StepResult:
-    """A step's report to the runner, which turns it into the step's manifest."""
+    """A step's report to the runner, which turns it into the step's manifest.
+
+    A step that ran but had nothing to do (a log without images, a label the log lacks) returns a
+    note ``skipped: <why>`` and ``metrics["skipped"] = <why>``; the run summary and the report show
+    it as skipped with that reason, and downstream steps read the reason from its manifest."""
 
     inputs: list[str] = dataclasses.field(default_factory=list)
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)

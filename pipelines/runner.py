@@ -49,9 +49,11 @@ class RunSummary:
         width = max([len(o.name) for o in self.outcomes] + [4])
         lines = [f"run {self.date} on {self.root}", f"  {'step':<{width}}  {'state':<10} {'seconds':>8}  rows per output"]
         for o in self.outcomes:
+            # A step that ran and did nothing says ``skipped: <why>`` (components.step.StepResult): shown as skipped.
             skip = next((n for n in o.notes if n.startswith("skipped:")), None)
             rows = skip if skip and not o.row_counts else rows_text(o.row_counts)
-            lines.append(f"  {o.name:<{width}}  {o.state:<10} {o.seconds:>8.1f}  {rows}")
+            state = "skipped" if skip and o.state == "succeeded" else o.state
+            lines.append(f"  {o.name:<{width}}  {state:<10} {o.seconds:>8.1f}  {rows}")
         for o in self.outcomes:
             places = sorted({re.sub(r"/dt=[^/]*$", "", path) for path in o.outputs.values()})
             if places:

@@ -227,6 +227,8 @@ def _train_one(config, date, lake: Lake, suite: str, variant: Variant, task_cfg,
         keras.backend.clear_session()  # one process trains many models: free the last one's graph
         gc.collect()
     seconds = time.perf_counter() - t0
+    if step.metrics.get("skipped"):  # the task's label is too rare in this run's splits (models.min_positives)
+        raise StepError(f"ablate {suite}: variant {variant.name} was not trained: {step.metrics['skipped']}")
     path = step.outputs.get(f"predictions/{TEST_SPLIT}")
     if path is None:
         raise StepError(f"ablate: the run of {date} has no test split in {lake.run_dir(date, 'transform')}; "

@@ -2,7 +2,10 @@
 (DESIGN §3 ``models/<task>/blessed.json``, §8 "Bless"; paper 000 §5: models are compared on the
 next day's traffic).
 
-For ``ctr`` and ``pccvr`` the candidate is this run's serving SavedModel. It is published when
+For ``ctr`` and ``pccvr`` the candidate is this run's serving SavedModel. A task whose training
+was skipped (its label too rare in the log, ``models.min_positives``; evaluation's
+``{"skipped": <why>}``) has no candidate: nothing is published for it, and the decision carries
+``skipped`` and a reason that says so. Otherwise the candidate is published when
 - it was exported (its calibration succeeded) and its evaluation has a finite calibrated log-loss,
 - its test-day ROC-AUC is above ``bless.min_roc_auc`` and its calibrated ECE at most
   ``bless.max_ece[task]``,
@@ -79,6 +82,8 @@ def _decide(config, date: dt.date, lake: Lake, task: str, m: dict, progress) -> 
     def refuse(reason: str) -> dict:
         return {**out, "reason": reason}
 
+    if m.get("skipped"):
+        return {**refuse(f"its training was skipped: {m['skipped']}"), "skipped": m["skipped"]}
     if not lake.complete(lake.run_dir(date, "export_serving")) or not fs.exists(
             fs.join(candidate["serving_path"], "saved_model.pb")):
         return refuse("no serving model was exported for it (see export_serving's notes)")

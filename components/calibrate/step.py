@@ -4,7 +4,8 @@
 The training split is down-sampled (half the non-clicks for CTR), so raw probabilities are
 too high; the validation split is representative, so the Platt fit on it also undoes the
 down-sampling. Writes ``runs/D/calibrate/<model>.json`` with A, B and the validation
-log-loss and ECE before and after.
+log-loss and ECE before and after; for a model whose training was skipped (a label the log
+lacks, ``models.min_positives``) it holds ``{"skipped": <why>}`` instead and no Platt fit.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from scipy.special import expit as sigmoid  # the stable logistic platt.py uses 
 from components.calibrate.platt import PlattFitError, fit_platt
 from components.evaluate import metrics
 from components.lake import Lake, fs
-from components.models.step import MODELS, read_predictions
+from components.models.step import MODELS, read_predictions, training_skipped
 from components.step import StepError, StepResult
 
 
@@ -36,6 +37,15 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     result = StepResult()
     bins = config.models.ece_bins
     for model in MODELS:
+        skipped = training_skipped(lake, date, model)
+        if skipped:
+            reason = f"not calibrated: train_{model} was skipped: {skipped}"
+            fs.write_text(platt_path(lake, date, model), json.dumps({"skipped": skipped}, indent=2) + "\n")
+            result.notes.append(f"{model}: {reason}")
+            result.metrics[model] = {"skipped": skipped}
+            result.outputs[model] = platt_path(lake, date, model)
+            progress(f"  {model}: {reason}")
+            continue
         found = read_predictions(lake, date, model, "validation")
         if found is None:
             result.notes.append(f"no validation predictions of {model}; not calibrated")

@@ -5,6 +5,8 @@ and ECE of the raw and Platt-calibrated probabilities on the test split, ``n`` a
 ``positives``, lifts of each personalized model over its baseline in percent and, on
 synthetic lakes (``oracle/``), the oracle's ROC-AUC on the same rows and
 ``headroom_captured = (auc_model - auc_baseline) / (auc_oracle - auc_baseline)``.
+A model whose training was skipped (its task's label is too rare in the log,
+``models.min_positives``) gets ``{"skipped": <why>}`` in place of its metrics.
 Writes ``runs/D/evaluate/metrics.json``.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pyarrow.compute as pc
 from components.calibrate.step import load_platt, sigmoid
 from components.evaluate import metrics
 from components.lake import Lake, fs, parquet
-from components.models.step import MODELS, read_predictions
+from components.models.step import MODELS, read_predictions, training_skipped
 from components.step import StepError, StepResult
 
 ORACLE_COLUMN = {"ctr": "p_click", "pccvr": "p_purchase"}
@@ -50,6 +52,12 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     out: dict = {"test_day": test_day.isoformat()}
     result = StepResult()
     for model, (task, _) in MODELS.items():
+        skipped = training_skipped(lake, date, model)
+        if skipped:
+            out[model] = {"skipped": skipped}
+            result.notes.append(f"{model}: not evaluated: train_{model} was skipped: {skipped}")
+            progress(f"  {model}: not evaluated: its training was skipped")
+            continue
         found = read_predictions(lake, date, model, "test")
         if found is None:
             result.notes.append(f"no test predictions of {model}; not evaluated")

@@ -123,11 +123,28 @@ def _pccvr() -> TaskConfig:
                       training=TrainingConfig(batch_size=256, epochs=4))  # ~10k clicked rows a day on local
 
 
+class MinPositivesConfig(_Section):
+    """Fewest positive labels a task needs in a split before its rankers train (DESIGN §8; paper 000 §4:
+    CTR learns clicks on impressions, PCCVR purchases after a click). A log that lacks a label (no
+    purchases, hence nothing for PCCVR; no clicks) would otherwise train a model on one class and report
+    success; below either minimum the task's train steps are skipped with the counts instead, and
+    calibration, evaluation, serving export and blessing say why that task has no model."""
+
+    train: int = Field(20, ge=0, description="positives (CTR: clicks; PCCVR: purchases after a click) the "
+                                             "training split must hold for the task's models to train; 0 = no check")
+    validation: int = Field(5, ge=0, description="positives the validation split must hold (early stopping and the "
+                                                 "Platt fit read it; with none the model cannot be calibrated); "
+                                                 "0 = no check")
+
+
 class ModelsConfig(_Section):
     """Everything the train, calibrate, evaluate and export_serving steps read."""
 
     max_seq_len: int = Field(50, ge=1, description="sequence length M the input pipeline pads/truncates to")
     max_query_tokens: int = Field(8, ge=1)
+    min_positives: MinPositivesConfig = Field(
+        default_factory=MinPositivesConfig, description="per split, the fewest positive labels of a task below which "
+        "its train steps are skipped (with the reason) rather than fit on a label the log (almost) does not have")
     wide: WideConfig = Field(default_factory=WideConfig)
     ctr: TaskConfig = Field(default_factory=_ctr)
     pccvr: TaskConfig = Field(default_factory=_pccvr)

@@ -6,10 +6,19 @@ Each trains one ranker on ``runs/D/transform/train`` and writes to ``runs/D/trai
 (main logit per row, with impression id and labels) for calibration and evaluation, and
 ``tensorboard/``. The personalized models use the ADPM with the run's frozen lookup tables
 (``runs/D/export_lookups/<name>``); the baselines are the same rankers without it.
+
+A task whose label the log (almost) does not have is not trained (DESIGN §8; paper 000 §4: CTR
+learns clicks on impressions, PCCVR purchases after a click): when the transform's ``stats.json``
+counts fewer positives in the training or validation split than ``models.min_positives`` asks,
+the step is *skipped* the way every step skips (a ``skipped: <why>`` note and
+``metrics.skipped`` in its manifest, :func:`training_skipped`), naming the split, the label, the
+count, the minimum and the ``--set`` that changes it. Calibration, evaluation, the serving export,
+blessing and the report then say that the task has no model and why.
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 
 from components.lake import Lake, atomic_dir, fs, parquet
@@ -19,6 +28,11 @@ MODELS = {"ctr": ("ctr", True), "ctr_baseline": ("ctr", False), "pccvr": ("pccvr
           "pccvr_baseline": ("pccvr", False)}
 """Model name -> (task, personalized)."""
 SCORE_FILE = "score.keras"
+POSITIVES = {"ctr": ("clicked", "clicks", "clicks"), "pccvr": ("purchased", "purchases", "purchases after a click")}
+"""Task -> (label column, the transform stats' per-split count of its positives, what they are)."""
+CHECKED_SPLITS = ("train", "validation")
+"""Splits whose positives :func:`skip_reason` checks: the one the model learns from and the one that
+early-stops and calibrates it."""
 
 
 def model_dir(lake: Lake, date, model: str) -> str:
@@ -67,6 +81,61 @@ def lookup_paths(wanted: list[str], lake: Lake, date) -> dict[str, str]:
     return {name: p for name, p in paths.items() if fs.exists(fs.join(p, "saved_model.pb"))}
 
 
+def transform_stats(lake: Lake, date) -> dict | None:
+    """The transform step's ``runs/D/transform/stats.json`` (rows, clicks, purchases per split), or None."""
+    path = fs.join(transform_dir(lake, date), "stats.json")
+    try:
+        return json.loads(fs.read_text(path)) if fs.exists(path) else None
+    except (OSError, ValueError):
+        return None
+
+
+def positives(stats: dict | None, task: str, split: str) -> int | None:
+    """Positive labels of ``task`` in ``split`` as the transform counted them; None when not recorded."""
+    count = ((stats or {}).get("splits") or {}).get(split, {}).get(POSITIVES[task][1])
+    return None if count is None else int(count)
+
+
+def skip_reason(stats: dict | None, task: str, minimum) -> str | None:
+    """Why ``task``'s models must not train on these splits, or None when they may.
+
+    ``minimum`` is ``config.models.min_positives`` (``.train``, ``.validation``). A split with fewer
+    positives than its minimum holds too few of the task's label to learn it (train) or to stop and
+    calibrate on it (validation); a split whose count was not recorded is not judged (see
+    :func:`unchecked_splits`)."""
+    label, _, what = POSITIVES[task]
+    short = []
+    for split in CHECKED_SPLITS:
+        count, least = positives(stats, task, split), getattr(minimum, split)
+        if count is not None and count < least:
+            short.append((split, count, least))
+    if not short:
+        return None
+    parts = [f"the {split} split has {count:,} positives of the {task.upper()} label {label!r} ({what}), fewer "
+             f"than models.min_positives.{split} = {least}" for split, count, least in short]
+    change = " ".join(f"--set models.min_positives.{split}=N" for split, _, _ in short)
+    return ("; ".join(parts) + ". A ranker cannot learn, or be early-stopped and calibrated on, a label the log "
+            f"(almost) does not have; change the minimum with {change}")
+
+
+def unchecked_splits(stats: dict | None, task: str) -> list[str]:
+    """The checked splits whose positives of ``task`` ``stats.json`` does not record (written by an
+    older transform): their minimum cannot be enforced."""
+    return [split for split in CHECKED_SPLITS if positives(stats, task, split) is None]
+
+
+def training_skipped(lake: Lake, date, model: str) -> str | None:
+    """Why ``train_<model>`` of ``date`` was skipped (its manifest's ``metrics.skipped``), or None when it
+    trained or has not run."""
+    path = fs.join(lake.run_dir(date, f"train_{model}"), "manifest.json")
+    try:
+        manifest = json.loads(fs.read_text(path)) if fs.exists(path) else None
+    except (OSError, ValueError):
+        return None
+    reason = ((manifest or {}).get("metrics") or {}).get("skipped")
+    return str(reason) if reason else None
+
+
 def train_model(config, date: dt.date, lake: Lake, model: str, progress=print, *, out_dir: str | None = None,
                 task_cfg=None, save_model: bool = True, splits: tuple[str, ...] = ("validation", "test"),
                 tensorboard: bool = True) -> StepResult:
@@ -74,7 +143,24 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print, *
     transform output and write ``model/score.keras`` (when ``save_model``) and
     ``predictions/<split>.parquet`` for ``splits`` under ``out_dir`` (default ``runs/D/train_<model>``).
     ``task_cfg`` replaces ``config.models.<task>`` (e.g. an ablation variant, components/ablate);
-    the seed is ``config.seed``."""
+    the seed is ``config.seed``.
+
+    Nothing is trained when the train or validation split holds fewer positives of the task's label
+    than ``config.models.min_positives`` asks (:func:`skip_reason`): the result then carries a
+    ``skipped: <why>`` note and ``metrics["skipped"]``, and no outputs."""
+    task, personalized = MODELS[model]
+    tdir = transform_dir(lake, date)
+    if not lake.complete(tdir):
+        raise StepError(f"train_{model}: the transform output {tdir} is missing; run the transform step first")
+    stats = transform_stats(lake, date)
+    reason = skip_reason(stats, task, config.models.min_positives)
+    if reason:
+        progress(f"  {model}: skipped: {reason}")
+        return StepResult(inputs=[tdir], notes=[f"skipped: {reason}"],
+                          metrics={"skipped": reason, "task": task, "label": POSITIVES[task][0],
+                                   "positives": {s: positives(stats, task, s) for s in CHECKED_SPLITS}})
+    unchecked = unchecked_splits(stats, task)
+
     import keras
     import tensorflow as tf
 
@@ -84,19 +170,19 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print, *
     from components.models.strategy import is_chief, make_strategy, use_mixed_precision
     from components.models.train import TASK_LABEL, fit, predict_logits, task_batches
 
-    task, personalized = MODELS[model]
     task_cfg = task_cfg if task_cfg is not None else getattr(config.models, task)
     ranker_cfg = task_cfg.ranker.model_copy(update={"personalized": personalized and task_cfg.ranker.personalized})
     train_cfg = task_cfg.training
-    tdir = transform_dir(lake, date)
-    if not lake.complete(tdir):
-        raise StepError(f"train_{model}: the transform output {tdir} is missing; run the transform step first")
     rows = model_input.split_rows(tdir, "train", "clicks" if task == "pccvr" else "rows")
     if not rows:
         raise StepError(f"train_{model}: the training split has no {'clicked ' if task == 'pccvr' else ''}rows")
     keras.utils.set_random_seed(config.seed)
     result = StepResult(inputs=[tdir])
     notes = [n for n in [use_mixed_precision(train_cfg.mixed_precision)] if n]
+    if unchecked:
+        notes.append(f"positives of {POSITIVES[task][0]!r} in the {' and '.join(unchecked)} split(s) are not in "
+                     f"{fs.join(tdir, 'stats.json')} (an older transform wrote it): models.min_positives was not "
+                     "checked; rerun the transform step (--from-step transform) to check it")
     strategy = make_strategy(train_cfg.strategy)
     vocab = model_input.vocabulary_sizes(tdir)
     lookups = (lookup_paths(task_cfg.pretrained, lake, date)
@@ -157,7 +243,8 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print, *
                       "seconds": round(outcome.seconds, 2), "history": outcome.history,
                       "examples_per_second": round(outcome.examples_per_second or 0.0, 1),
                       "lookups": sorted(lookups), "strategy": train_cfg.strategy,
-                      "replicas": strategy.num_replicas_in_sync}
+                      "replicas": strategy.num_replicas_in_sync,
+                      "positives": {s: positives(stats, task, s) for s in CHECKED_SPLITS}}
     result.notes.extend(notes)
     return result
 

@@ -364,11 +364,21 @@ def oracle_truth(lake: Lake, date, config, task: str, table) -> np.ndarray | Non
     return None if np.isnan(truth).any() else truth
 
 
+def training_skipped(lake: Lake, date, model: str) -> str | None:
+    """Why ``train_<model>`` skipped (e.g. a label the log lacks, ``models.min_positives``), or None."""
+    from components.models.step import training_skipped as skipped
+
+    return skipped(lake, date, model)
+
+
 def scores_on_test_day(config, lake: Lake, date, task: str) -> dict | Unavailable:
     """``{"labels": y, "<model>": logits, "<baseline>": logits, "oracle": p, "missing": {series: why}}`` on
     the test split of ``task``, every series aligned to the model's rows by impression id (the baseline
     when it scored the same impressions, the oracle when ``oracle/impressions/dt=D`` covers them)."""
     model, baseline = TASKS[task]
+    skipped = training_skipped(lake, date, model)
+    if skipped:
+        return Unavailable(f"train_{model} was skipped: {skipped}")
     found = _predictions(lake, date, model)
     if found is None:
         return Unavailable(f"no test predictions of {model} (runs/D/train_{model}/predictions/test.parquet)")
@@ -379,7 +389,8 @@ def scores_on_test_day(config, lake: Lake, date, task: str) -> dict | Unavailabl
     out: dict = {"labels": labels, model: logits, "missing": {}}
     other = _predictions(lake, date, baseline)
     if other is None:
-        out["missing"][baseline] = "no test predictions"
+        skipped = training_skipped(lake, date, baseline)
+        out["missing"][baseline] = f"train_{baseline} was skipped: {skipped}" if skipped else "no test predictions"
     else:
         rows = pc.index_in(table.column("impression_id"), other[1].column("impression_id")).to_numpy(zero_copy_only=False)
         if np.isnan(rows.astype(np.float64)).any():
@@ -399,6 +410,9 @@ def calibration_inputs(lake: Lake, date, task: str) -> dict | Unavailable:
     from components.calibrate.step import load_platt, platt_path
 
     model = TASKS[task][0]
+    skipped = training_skipped(lake, date, model)
+    if skipped:
+        return Unavailable(f"train_{model} was skipped: {skipped}")
     found = _predictions(lake, date, model)
     if found is None:
         return Unavailable(f"no test predictions of {model}")

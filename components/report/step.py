@@ -291,7 +291,8 @@ def _models_section(sec: H.Section, ctx: _Context) -> None:
             rows.append([model] + [m.get(k) for k, _ in _HEADLINE]
                         + [arrow("logloss_raw", "logloss_calibrated"), arrow("ece_raw", "ece_calibrated"),
                            m.get("oracle_roc_auc"), m.get("headroom_captured"),
-                           m.get("error") or m.get("calibration") or "-"])
+                           f"not trained: {m['skipped']}" if m.get("skipped")
+                           else m.get("error") or m.get("calibration") or "-"])
         sec.add(H.table(["model"] + [h for _, h in _HEADLINE] + ["log-loss raw → calibrated", "ECE raw → calibrated",
                                                                  "oracle ROC-AUC", "headroom captured", "remarks"], rows))
         sec.text(H.note(f"Test day {found.get('test_day', '?')}; lifts relative to the non-personalized baseline; "

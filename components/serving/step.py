@@ -6,8 +6,9 @@ TFT graph, the frozen lookups the ADPM reads and the task's Platt calibration in
 checks it: on up to ``models.serving_parity_rows`` test-day examples, fed as raw features, its
 probabilities must equal the calibrated predictions evaluation scored (within
 ``models.serving_tolerance``); otherwise the step fails. A task whose calibration failed is
-not exported (its model cannot give a calibrated probability) and the summary says so; the run
-goes on, and publishing keeps the previously blessed model.
+not exported (its model cannot give a calibrated probability), nor one whose training was skipped
+(a label the log lacks, ``models.min_positives``); the notes and ``metrics[<task>]["not_exported"]``
+say why, the run goes on, and publishing keeps the previously blessed model.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 
 from components.calibrate.step import load_platt
 from components.lake import Lake, atomic_dir, fs, parquet
-from components.models.step import MODELS, load_score_model, read_predictions, transform_dir
+from components.models.step import MODELS, load_score_model, read_predictions, training_skipped, transform_dir
 from components.sessionize.step import examples_dir
 from components.step import StepError, StepResult
 
@@ -37,10 +38,14 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     result = StepResult(inputs=[transform_dir(lake, date)])
     examples = None  # the test day's examples, read once for every task's parity check
     for task in TASKS:
-        platt = load_platt(lake, date, task)
+        skipped = training_skipped(lake, date, task)
+        platt = None if skipped else load_platt(lake, date, task)
         if platt is None:
-            note = f"{task}: not exported: its calibration failed (see runs/D/calibrate/{task}.json)"
+            why = (f"train_{task} was skipped: {skipped}" if skipped
+                   else f"its calibration failed (see runs/D/calibrate/{task}.json)")
+            note = f"{task}: not exported: {why}"
             result.notes.append(note)
+            result.metrics[task] = {"not_exported": why}
             progress(f"  {note}")
             continue
         t0 = time.perf_counter()

@@ -4,7 +4,9 @@ TFT analyzes the (down-sampled) training split of the run window and builds the 
 vocabularies (paper 000 §2.7.1) and scalers; the same ``transform_fn`` then turns the
 train, validation and test splits into GZIP TFRecord shards. Everything lands in
 ``runs/D/transform/``: ``transform_fn/`` and ``transformed_metadata/`` (readable with
-``tft.TFTransformOutput``), ``train/``, ``validation/``, ``test/`` and ``stats.json``.
+``tft.TFTransformOutput``), ``train/``, ``validation/``, ``test/`` and ``stats.json`` (per split:
+rows, clicks, purchases after a click, the OOV share of target listings, files; the trainers read
+the positives of their task's label from it, DESIGN §8).
 """
 from __future__ import annotations
 
@@ -123,6 +125,7 @@ def _stats(out: str, counters: dict, cfg: TransformConfig) -> dict:
     for split in SPLITS:
         rows = int(counters.get(f"{split}_rows", 0))
         splits[split] = {"rows": rows, "clicks": int(counters.get(f"{split}_clicks", 0)),
+                         "purchases": int(counters.get(f"{split}_purchases", 0)),
                          "listing_oov_share": round(counters.get(f"{split}_listing_oov", 0) / rows, 4) if rows else 0.0,
                          "files": len(fs.list_files(fs.join(out, split), "*.tfrecord.gz")) if fs.exists(fs.join(out, split)) else 0}
     return {"vocabulary_sizes": vocab, "top_k": cfg.top_k, "num_oov_buckets": cfg.num_oov_buckets,

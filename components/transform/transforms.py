@@ -75,12 +75,16 @@ class ReadExamplesFn(beam.DoFn):
 
 
 class KeyByShardFn(beam.DoFn):
-    """Transformed record batches -> (shard, table) by a hash of the impression id; counts OOV targets."""
+    """Transformed record batches -> (shard, table) by a hash of the impression id; counts the rows, the
+    positives of each task (``<split>_clicks``: CTR's; ``<split>_purchases``: clicked rows with a purchase
+    after the click, PCCVR's; the trainers skip a task with too few, models.min_positives) and the OOV
+    targets."""
 
     def __init__(self, split: str, num_shards: int, listing_oov_index: int):
         self.split, self.num_shards, self.oov = split, num_shards, listing_oov_index
         self.rows = Metrics.counter("transform", f"{split}_rows")
         self.clicks = Metrics.counter("transform", f"{split}_clicks")
+        self.purchases = Metrics.counter("transform", f"{split}_purchases")
         self.listing_oov = Metrics.counter("transform", f"{split}_listing_oov")
 
     def process(self, element):
@@ -88,7 +92,10 @@ class KeyByShardFn(beam.DoFn):
         table = pa.Table.from_batches([batch])
         ids = pc.list_flatten(table.column("impression_id"))
         self.rows.inc(table.num_rows)
-        self.clicks.inc(int(pc.sum(pc.list_flatten(table.column("clicked"))).as_py() or 0))
+        clicked = pc.list_flatten(table.column("clicked")).to_numpy(zero_copy_only=False) != 0
+        purchased = pc.list_flatten(table.column("purchased")).to_numpy(zero_copy_only=False) != 0
+        self.clicks.inc(int(clicked.sum()))
+        self.purchases.inc(int((clicked & purchased).sum()))  # PCCVR's positives: a purchase after the click
         listing = pc.list_flatten(table.column("listing_id_idx")).to_numpy(zero_copy_only=False)
         self.listing_oov.inc(int((listing >= self.oov).sum()))
         shard = stable_bucket(ids, self.num_shards)
