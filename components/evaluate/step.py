@@ -4,7 +4,10 @@ For ``ctr``, ``ctr_baseline``, ``pccvr``, ``pccvr_baseline``: ROC-AUC, PR-AUC, l
 and ECE of the raw and Platt-calibrated probabilities on the test split, ``n`` and
 ``positives``, lifts of each personalized model over its baseline in percent and, on
 synthetic lakes (``oracle/``), the oracle's ROC-AUC on the same rows and
-``headroom_captured = (auc_model - auc_baseline) / (auc_oracle - auc_baseline)``.
+``headroom_captured = (auc_model - auc_baseline) / (auc_oracle - auc_baseline)``; with the
+reference models of the run (``train_references``), each ranker's margin over the reference
+chosen for it on validation, and the headroom measured from the chosen non-personalized
+reference against the position-free oracle (:func:`_add_references`).
 A model whose training was skipped (its task's label is too rare in the log,
 ``models.min_positives``) gets ``{"skipped": <why>}`` in place of its metrics.
 Writes ``runs/D/evaluate/metrics.json``.
@@ -44,6 +47,44 @@ def oracle_probabilities(oracle: pa.Table, table: pa.Table, task: str) -> np.nda
         oracle.select(["impression_id", column]), "impression_id", join_type="left outer")
     order = pc.index_in(table.column("impression_id"), joined.column("impression_id"))
     return joined.column(column).take(order).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def position_free_oracle(lake: Lake, day, table: pa.Table, truth: np.ndarray, w_position: float) -> np.ndarray:
+    """The oracle's click logit without its position term (``+ w_position log(1 + position)``): what a
+    model that does not see the position could know at best (the marketplace's click model, §6 of
+    components/marketplace/GENERATIVE_MODEL.md)."""
+    from components.sessionize.step import examples_dir
+
+    examples = parquet.read_partition(examples_dir(lake, day), columns=["impression_id", "position"])
+    index = pc.index_in(table.column("impression_id"), value_set=examples.column("impression_id").combine_chunks())
+    position = examples.column("position").take(index).to_numpy(zero_copy_only=False).astype(np.float64)
+    p = np.clip(truth, 1e-12, 1 - 1e-12)
+    return np.log(p / (1 - p)) + w_position * np.log1p(position)
+
+
+def _add_references(lake: Lake, date, out: dict, progress) -> None:
+    """``out["references"]`` (each reference's test metrics) and, for each ranker, its margin over the
+    reference chosen for it on validation; ``headroom_captured`` of the personalized rankers is measured
+    from the chosen non-personalized reference, against the position-free oracle (both sides position-free)."""
+    from components.references import evaluate as ref_eval
+
+    summary = ref_eval.read_summary(lake, date)
+    if summary is None:
+        return
+    out["references"] = {task: ref_eval.reference_metrics(lake, date, task, summary) for task in ("ctr", "pccvr")}
+    for model, (task, _) in MODELS.items():
+        m, refs = out.get(model), out["references"][task]
+        if not m or "roc_auc" not in m or "skipped" in refs:
+            continue
+        m.update(ref_eval.margins(m, refs, model))
+        if "reference" in m:
+            progress(f"  {model}: {m['roc_auc_margin_over_reference']:+.4f} ROC-AUC over {m['reference']} "
+                     f"({m['reference_roc_auc']:.4f}, chosen on validation)")
+        base_name = ref_eval.chosen_reference(refs, "nonpersonalized")
+        oracle = m.get("oracle_roc_auc_position_free", m.get("oracle_roc_auc"))
+        if model == task and base_name and oracle is not None:
+            m["headroom_captured"] = metrics.headroom_captured(m["roc_auc"], refs[base_name]["roc_auc"], oracle)
+            m["headroom_from"] = base_name
 
 
 def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
@@ -90,6 +131,9 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
                 raise StepError(f"evaluate: {int(np.isnan(truth).sum())} test impressions of {model} have "
                                 f"no oracle row in {lake.oracle('impressions', test_day)}")
             m["oracle_roc_auc"] = metrics.roc_auc(labels, truth)
+            if task == "ctr":
+                m["oracle_roc_auc_position_free"] = metrics.roc_auc(
+                    labels, position_free_oracle(lake, test_day, table, truth, config.marketplace.click_model.w_position))
         out[model] = m
         result.inputs.append(path)
         progress(f"  {model}: ROC-AUC {m['roc_auc']:.4f}, PR-AUC {m['pr_auc']:.4f}, "
@@ -102,6 +146,7 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
             if "oracle_roc_auc" in model:
                 model["headroom_captured"] = metrics.headroom_captured(
                     model["roc_auc"], base["roc_auc"], model["oracle_roc_auc"])
+    _add_references(lake, date, out, progress)
     if len(out) == 1:
         raise StepError("evaluate: no model has test predictions; run the train_* and calibrate steps first")
     fs.write_text(metrics_path(lake, date), json.dumps(out, indent=2, sort_keys=True) + "\n")

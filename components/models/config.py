@@ -30,6 +30,7 @@ class WideConfig(_Section):
     day_of_week: int = 4
     position: int = 8
     max_position: int = Field(64, ge=1, description="positions at or above share the last embedding row")
+    engineered_bucket: int = Field(4, ge=1, description="embedding size of each engineered feature's quantile bucket")
 
 
 class RankerConfig(_Section):
@@ -46,6 +47,9 @@ class RankerConfig(_Section):
     engineered: bool = Field(True, description="the wide input also reads the transform step's engineered "
                              "point-in-time features (schemas.features): request context, relevance and priors; "
                              "the personalized ranker also the target-session identity features")
+    engineered_linear: bool = Field(True, description="a linear term of the standardized engineered features "
+                                    "added to the logit (wide & deep: the ranker holds the logistic regression "
+                                    "on those features as a special case)")
 
 
 class TrainingConfig(_Section):

@@ -4,7 +4,8 @@
     x0    = concat(wide, ADPM(u))           (the baseline drops the ADPM)
     x_c   = Cross_L(...Cross_1(x0, x0)...)  (DCN-v2, stacked)
     h     = deep tower on x_c: Dense -> BatchNorm -> ReLU -> Dropout, per layer
-    logit = w·h + b  (+ debias(position, platform) in training only)
+    logit = w·h + b  (+ v·e, a linear term of the standardized engineered features e)
+            (+ debias(position, platform) in training only)
 
 The optional debias tower (paper 000 §5.3, paper 002 §3.4) is a shallow MLP on the ad position
 and platform whose logit is added while training, so position effects do not leak into the
@@ -19,7 +20,7 @@ import keras
 
 from components.models.config import RankerConfig, WideConfig
 from components.models.cross import Cross
-from components.models.wide import WIDE_INPUTS, position_embedding, wide_features
+from components.models.wide import WIDE_INPUTS, engineered_values, position_embedding, wide_features
 
 
 @dataclasses.dataclass
@@ -32,18 +33,20 @@ class Ranker:
 def build_ranker(cfg: RankerConfig, wide: WideConfig, vocab: dict[str, int],
                  personalization: keras.layers.Layer | None = None,
                  personalization_inputs: dict[str, tuple[str, tuple]] | None = None, name: str = "ranker",
-                 engineered: tuple[str, ...] = ()) -> Ranker:
+                 engineered: tuple[str, ...] = (), engineered_buckets: int = 0) -> Ranker:
     """Build the ranker; ``personalization`` (the ADPM layer) takes a dict of ``personalization_inputs``
     (feature -> (dtype, shape without batch)) and returns the user vector ``u``; ``engineered``: the
-    standardized engineered features (``float32`` scalars) the wide input appends."""
+    engineered features the wide input reads: standardized ``eng_*`` (``float32``) and quantile buckets
+    ``engb_*`` (``int64`` in ``[0, engineered_buckets)``)."""
     specs = dict(WIDE_INPUTS)
-    specs.update({feature: ("float32", ()) for feature in engineered})
+    specs.update({f: ("int64" if f.startswith("engb_") else "float32", ()) for f in engineered})
     if cfg.personalized:
         if personalization is None:
             raise ValueError("a personalized ranker needs the ADPM layer; set personalized=false for the baseline")
         specs.update(personalization_inputs or {})
     inputs = {k: keras.Input(shape=shape, dtype=dtype, name=k) for k, (dtype, shape) in specs.items()}
-    x0 = wide_features(inputs, vocab, wide, with_position=not cfg.debias, engineered=tuple(engineered))
+    x0 = wide_features(inputs, vocab, wide, with_position=not cfg.debias, engineered=tuple(engineered),
+                       engineered_buckets=engineered_buckets)
     if cfg.personalized:
         u = personalization({k: inputs[k] for k in personalization_inputs})
         x0 = keras.layers.Concatenate(name="wide_and_user")([x0, u])
@@ -57,6 +60,10 @@ def build_ranker(cfg: RankerConfig, wide: WideConfig, vocab: dict[str, int],
         if cfg.dropout:
             x = keras.layers.Dropout(cfg.dropout, name=f"deep_{i}_dropout")(x)
     main = keras.layers.Dense(1, name="logit", dtype="float32")(x)  # float32 logits under mixed precision
+    values = engineered_values(inputs, tuple(engineered))
+    if cfg.engineered_linear and values is not None:
+        main = keras.layers.Add(name="wide_and_deep_logit")([main, keras.layers.Dense(1, name="engineered_linear",
+                                                                                       dtype="float32")(values)])
     main = keras.layers.Reshape((), name="main_logit")(main)
     score = keras.Model(inputs, main, name=f"{name}_score")
     if not cfg.debias:

@@ -193,7 +193,8 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print, *
             adpm_cfg = _adpm_config(task_cfg, lookups, notes)
             adpm = ADPM(adpm_cfg, vocab, model_input.num_oov_buckets(tdir))
         ranker = build_ranker(ranker_cfg, task_cfg.wide or config.models.wide, vocab, adpm, adpm.input_specs if adpm else None,
-                              name=model)
+                              name=model, engineered=engineered_inputs(tdir, ranker_cfg),
+                              engineered_buckets=int((stats or {}).get("engineered_buckets", 0)))
     batch = train_cfg.batch_size
     def data(split, shuffle, epochs, clicked=False, rows_per_batch=batch):
         ds = model_input.make_dataset(tdir, split, rows_per_batch, max_seq_len=config.models.max_seq_len,
@@ -247,6 +248,22 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print, *
                       "positives": {s: positives(stats, task, s) for s in CHECKED_SPLITS}}
     result.notes.extend(notes)
     return result
+
+
+def engineered_inputs(transform_dir: str, ranker_cfg) -> tuple[str, ...]:
+    """The engineered features (``eng_<name>`` standardized, ``engb_<name>`` quantile buckets) of the
+    transform output that a ranker reads:
+    none when ``ranker.engineered`` is off; without the session group for the non-personalized baseline."""
+    from components.models import input as model_input
+    from schemas.features import ENGINEERED_FEATURES, NONPERSONALIZED_GROUPS, group_of
+
+    if not ranker_cfg.engineered:
+        return ()
+    names = model_input.feature_names(transform_dir)
+    available = set(names.float_scalars) | set(names.int_scalars)
+    return tuple(f"{prefix}_{name}" for name in ENGINEERED_FEATURES for prefix in ("eng", "engb")
+                 if f"{prefix}_{name}" in available
+                 and (ranker_cfg.personalized or group_of(name) in NONPERSONALIZED_GROUPS))
 
 
 def _adpm_config(task_cfg, lookups: dict[str, str], notes: list[str]):

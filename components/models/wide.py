@@ -52,9 +52,10 @@ WIDE_INPUTS = {  # feature -> (dtype, shape without batch)
 
 
 def wide_features(inputs: dict, vocab: dict[str, int], cfg: WideConfig, with_position: bool,
-                  engineered: tuple[str, ...] = ()):
+                  engineered: tuple[str, ...] = (), engineered_buckets: int = 0):
     """The wide vector from Keras inputs (``inputs`` holds :data:`WIDE_INPUTS` and the ``engineered``
-    standardized features ``eng_<name>``, which are appended as they are)."""
+    features: standardized ``eng_<name>``, appended as they are, and quantile buckets ``engb_<name>``
+    in ``[0, engineered_buckets)``, embedded)."""
     parts = []
     for column, entity in (("listing_id_idx", "listing"), ("shop_id_idx", "shop"),
                            ("taxonomy_id_idx", "taxonomy"), ("query_idx", "query"), ("platform_idx", "platform")):
@@ -67,9 +68,22 @@ def wide_features(inputs: dict, vocab: dict[str, int], cfg: WideConfig, with_pos
         parts.append(position_embedding(inputs["position"], cfg, "wide_position"))
     parts.append(ops.expand_dims(ops.cast(inputs["price_log_z"], "float32"), -1))
     parts.append(ops.expand_dims(ops.cast(inputs["logged_in"], "float32"), -1))
-    if engineered:
-        parts.append(ops.stack([ops.cast(inputs[name], "float32") for name in engineered], axis=-1))
+    values = engineered_values(inputs, engineered)
+    if values is not None:
+        parts.append(values)
+    for name in engineered:
+        if name.startswith("engb_"):
+            clipped = ops.clip(inputs[name], 0, engineered_buckets)
+            parts.append(keras.layers.Embedding(engineered_buckets + 1, cfg.engineered_bucket, name=f"wide_{name}")(clipped))
     return keras.layers.Concatenate(name="wide")(parts)
+
+
+def engineered_values(inputs: dict, engineered: tuple[str, ...]):
+    """The standardized engineered features (``eng_<name>``) as one ``[B, n]`` float vector, or None."""
+    names = [name for name in engineered if name.startswith("eng_")]
+    if not names:
+        return None
+    return ops.stack([ops.cast(inputs[name], "float32") for name in names], axis=-1)
 
 
 def position_embedding(position, cfg: WideConfig, name: str):
