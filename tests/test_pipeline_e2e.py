@@ -21,7 +21,7 @@ def digests(root: pathlib.Path, *subdirs: str) -> dict[str, str]:
 
 
 STEPS = ("generate", "validate", "data_gate", "sessionize", "corpora", "transform", "skipgram", "text_vectors", "visual", "air",
-         "ann_index", "export_lookups", "train_ctr", "train_ctr_baseline", "train_pccvr", "train_pccvr_baseline",
+         "ann_index", "export_lookups", "train_ctr", "train_ctr_baseline", "train_pccvr", "train_pccvr_baseline", "train_references",
          "calibrate", "evaluate", "export_serving", "bless", "report")
 
 
@@ -46,7 +46,7 @@ def test_run_generates_validates_and_writes_manifests(tiny_run, capsys):
     assert metrics["test_day"] == "2026-03-03"
     for model in ("ctr", "ctr_baseline"):
         m = metrics[model]
-        assert m["n"] == 2977 and 0 < m["positives"] < m["n"] and 0.0 <= m["roc_auc"] <= 1.0
+        assert m["n"] == 2937 and 0 < m["positives"] < m["n"] and 0.0 <= m["roc_auc"] <= 1.0
         if "platt" in m:  # a model without ranking signal on tiny data is reported uncalibrated instead
             assert m["roc_auc_calibrated"] == pytest.approx(m["roc_auc"], abs=1e-9)  # Platt is monotone
         else:
@@ -67,7 +67,8 @@ RUN_OUTPUTS = ("raw", "derived", "oracle", "runs/2026-03-03/corpora/corpus", "ru
                "runs/2026-03-03/transform/validation", "runs/2026-03-03/transform/test",
                "runs/2026-03-03/transform/transform_fn/assets", "runs/2026-03-03/ann_index",
                *(f"runs/2026-03-03/{step}/vectors.parquet" for step in ("skipgram", "text_vectors", "visual", "air")),
-               *(f"runs/2026-03-03/train_{m}/predictions" for m in ("ctr", "ctr_baseline", "pccvr", "pccvr_baseline")),
+               *(f"runs/2026-03-03/train_{m}/predictions" for m in ("ctr", "ctr_baseline", "pccvr", "pccvr_baseline",
+                                                                    "references")),
                "runs/2026-03-03/evaluate/metrics.json")
 
 
