@@ -33,18 +33,23 @@ def load_platt(lake: Lake, date, model: str):
     return Platt.from_dict(report["platt"]) if "platt" in report else None
 
 
+def _not_calibrated(lake: Lake, date, model: str, record: dict, reason: str, result: StepResult, progress) -> None:
+    """Write ``record`` as the model's calibration file (no Platt fit) and say ``reason``."""
+    fs.write_text(platt_path(lake, date, model), json.dumps(record, indent=2) + "\n")
+    result.notes.append(f"{model}: {reason}")
+    result.metrics[model] = record
+    result.outputs[model] = platt_path(lake, date, model)
+    progress(f"  {model}: {reason}")
+
+
 def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     result = StepResult()
     bins = config.models.ece_bins
     for model in MODELS:
         skipped = training_skipped(lake, date, model)
         if skipped:
-            reason = f"not calibrated: train_{model} was skipped: {skipped}"
-            fs.write_text(platt_path(lake, date, model), json.dumps({"skipped": skipped}, indent=2) + "\n")
-            result.notes.append(f"{model}: {reason}")
-            result.metrics[model] = {"skipped": skipped}
-            result.outputs[model] = platt_path(lake, date, model)
-            progress(f"  {model}: {reason}")
+            _not_calibrated(lake, date, model, {"skipped": skipped}, f"not calibrated: train_{model} was skipped: "
+                            f"{skipped}", result, progress)
             continue
         found = read_predictions(lake, date, model, "validation")
         if found is None:
@@ -59,11 +64,7 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
             # A model without ranking signal cannot be calibrated; the run goes on, evaluation reports
             # its raw metrics and says why, and blessing will refuse it.
             reason = f"not calibrated: {err}"
-            fs.write_text(platt_path(lake, date, model), json.dumps({"error": reason}, indent=2) + "\n")
-            result.notes.append(f"{model}: {reason}")
-            result.metrics[model] = {"error": reason}
-            result.outputs[model] = platt_path(lake, date, model)
-            progress(f"  {model}: {reason}")
+            _not_calibrated(lake, date, model, {"error": reason}, reason, result, progress)
             continue
         raw, calibrated = sigmoid(logits), platt.apply(logits)
         report = {"platt": platt.to_dict(), "validation_rows": int(len(labels)), "positives": int(labels.sum()),
