@@ -583,6 +583,30 @@ def test_gradients_reach_every_trainable_weight_and_never_the_frozen_vectors(loo
     assert not any(w is v for w in model.weights for v in frozen)
 
 
+def test_per_entity_oov_buckets_are_unknown_to_component1s_readout(lookups):
+    oov = {"listing": 4, "shop": 2, "taxonomy": 1, "query": 3}
+    k = VOCAB["listing"] - oov["listing"]                            # 7 known listings, buckets 7..10
+    layer = ADPM(_config(lookups, target_match=True), VOCAB, oov)
+    assert [e.known_ids for e in layer.encoders] == [k]
+    assert ADPM(_config(lookups), VOCAB, 2).encoders[0].known_ids == VOCAB["listing"] - 2  # an int: for all
+    clone = ADPM.from_config(layer.get_config())
+    assert clone.num_oov_buckets == oov and clone.encoders[0].known_ids == k
+    with pytest.raises(ValueError, match="num_oov_buckets has no count for"):
+        ADPM(_config(lookups), VOCAB, {"shop": 1})
+    # component 3's tables hold every bucket: rows vocabulary size + 1 (padding)
+    _model(layer)(_batch(layer.cfg))
+    for entity, action in layer.learned.pairs:
+        table = layer.learned.tables[layer.learned._table_name(entity, action)]
+        assert table.embeddings.shape[0] == VOCAB[entity] + 1, (entity, action)
+    encoder = layer.encoders[0]
+    match = lambda target, seq: encoder(np.array(target), np.array(seq)).numpy()[:, 8:]  # noqa: E731
+    # the last known id matches itself; an id hashed to any bucket matches nothing, not even its own bucket
+    assert np.abs(match([k - 1], [[k - 1, -1]])).max() > 0
+    for bucket in range(k, VOCAB["listing"]):
+        np.testing.assert_array_equal(match([bucket], [[bucket, k - 1]]), 0.0)
+        np.testing.assert_array_equal(match([k - 1], [[bucket, -1]]), 0.0)
+
+
 def test_get_config_and_keras_file_round_trip(lookups, tmp_path):
     layer = ADPM(_config(lookups), VOCAB, name="adpm")
     model = _model(layer)

@@ -78,7 +78,9 @@ def _example(row: dict) -> bytes:
         feature={k: feature(k, v) for k, v in row.items()})).SerializeToString()
 
 
-def _write_transform_output(root: str, splits=("train", "test"), stats=True, domains=True) -> str:
+def _write_transform_output(root: str, splits=("train", "test"), stats=True, domains=True, oov=1) -> str:
+    """A transform output; ``oov``: OOV buckets per entity (an int: the same for all, as in stats.json
+    before the per-entity counts)."""
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
     out = os.path.join(root, "transform")
@@ -87,7 +89,8 @@ def _write_transform_output(root: str, splits=("train", "test"), stats=True, dom
         for feature in schema.feature:
             for entity, names in DOMAIN_OF.items():
                 if feature.name in names:
-                    feature.int_domain.min, feature.int_domain.max = 0, VOCABS[entity]  # one OOV bucket
+                    n = 1 if entity == "platform" else oov if isinstance(oov, int) else oov[entity]
+                    feature.int_domain.min, feature.int_domain.max = 0, VOCABS[entity] + n - 1
                     feature.int_domain.is_categorical = True
     metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema), os.path.join(out, "transformed_metadata"))
     assets = os.path.join(out, "transform_fn", "assets")
@@ -99,7 +102,7 @@ def _write_transform_output(root: str, splits=("train", "test"), stats=True, dom
         json.dump({f"vocab_{e}": f"vocab_{e}" for e in VOCABS}, f)
     if stats:
         with open(os.path.join(out, "stats.json"), "w") as f:
-            json.dump({"num_oov_buckets": 1, "top_k": {}, "splits": {s: {"rows": N, "files": 3} for s in splits}}, f)
+            json.dump({"num_oov_buckets": oov, "top_k": {}, "splits": {s: {"rows": N, "files": 3} for s in splits}}, f)
     options = tf.io.TFRecordOptions(compression_type="GZIP")
     for split in splits:
         os.makedirs(os.path.join(out, split))
@@ -285,6 +288,20 @@ def test_vocabulary_sizes_are_the_vocabularies_plus_the_oov_buckets(transform_di
     with pytest.raises(ValueError, match="pass num_oov_buckets"):
         mi.vocabulary_sizes(undetermined)
     assert mi.vocabulary_sizes(undetermined, num_oov_buckets=2)["shop"] == VOCABS["shop"] + 2
+
+
+def test_vocabulary_sizes_and_oov_buckets_per_entity(tmp_path):
+    oov = {"listing": 7, "shop": 2, "taxonomy": 1, "query": 5, "query_token": 3}
+    out = _write_transform_output(str(tmp_path / "per_entity"), splits=(), oov=oov)
+    assert mi.vocabulary_sizes(out) == {**{e: VOCABS[e] + n for e, n in oov.items()}, "platform": VOCABS["platform"] + 1}
+    assert mi.num_oov_buckets(out) == {**oov, "platform": 1}
+    with pytest.raises(ValueError, match="listing_id_idx ranges over 0..11"):
+        mi.vocabulary_sizes(out, num_oov_buckets={**oov, "listing": 1})
+    # a stats.json of before the per-entity counts (one int) means that count for every vocabulary
+    old = _write_transform_output(str(tmp_path / "old"), splits=(), oov=2)
+    assert mi.num_oov_buckets(old) == {"listing": 2, "shop": 2, "taxonomy": 2, "query": 2, "query_token": 2,
+                                       "platform": 1}
+    assert mi.vocabulary_sizes(old)["query_token"] == VOCABS["query_token"] + 2
 
 
 def test_split_rows_come_from_the_transform_stats(transform_dir, tmp_path):

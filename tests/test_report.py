@@ -151,6 +151,35 @@ def test_an_empty_lake_gives_a_page_whose_sections_say_why(tmp_path):
     assert not list(tmp_path.rglob("*.tmp-*"))
 
 
+def test_the_data_section_shows_the_oov_share_per_split_and_entity(tmp_path):
+    lake = Lake(str(tmp_path))
+    split = lambda listing, shop, query: {"rows": 100, "oov_share": {"listing": listing, "shop": shop,  # noqa: E731
+                                                                     "taxonomy": 0.0, "query": query}}
+    stats = {"vocabulary_sizes": {"listing": 17921, "shop": 1499, "taxonomy": 100, "query": 12302},
+             "top_k": {"listing": 50000, "shop": 2000, "taxonomy": 5000, "query": 20000},
+             "num_oov_buckets": {"listing": 2000, "shop": 200, "taxonomy": 8, "query": 1000},
+             "listing_coverage": {"k": 17921, "achieved": 0.980008, "coverage": 0.98, "occurrences": 2474016,
+                                  "distinct": 20060, "limited_by": "coverage"},
+             "splits": {"train": split(0.0237, 0.0, 0.0), "validation": split(0.0381, 0.0012, 0.0892),
+                        "test": split(0.0454, 0.0, 0.0838)}}
+    fs.write_text(fs.join(lake.run_dir(D, "transform"), "stats.json"), json.dumps(stats))
+    report = render(load_config("tiny"), D, lake, progress=QUIET)
+    data = next(s for s in report.sections if s.id == "data")
+    assert data.status == "partial"  # no volumes, no gates: the vocabulary table alone
+    html = data.render()
+    rows = {r[0]: r[1:] for r in re.findall(r"<tr>((?:<td[^>]*>[^<]*</td>)+)</tr>", html) for r in [
+        re.findall(r"<td[^>]*>([^<]*)</td>", r)]}
+    assert rows["listing"] == ["17,921", "50,000", "2,000", "2.37%", "3.81%", "4.54%"]
+    assert rows["shop"] == ["1,499", "2,000", "200", "0.00%", "0.12%", "0.00%"]
+    assert rows["query"][3:] == ["0.00%", "8.92%", "8.38%"] and rows["taxonomy"][0] == "100"
+    assert "17,921 listings cover 98.00% of the 2,474,016 training listing occurrences" in html
+    # a stats.json of before the per-entity shares: the listing share alone, the others "-"
+    old = {"vocabulary_sizes": {"listing": 60}, "top_k": {"listing": 60}, "num_oov_buckets": 1,
+           "splits": {s: {"rows": 10, "listing_oov_share": 0.5} for s in ("train", "validation", "test")}}
+    assert [(r["entity"], r["buckets"], r["test"]) for r in S.oov_rows(old)] == [
+        ("listing", 1, 0.5), ("shop", 1, None), ("taxonomy", 1, None), ("query", 1, None)]
+
+
 def test_a_section_that_crashes_costs_only_itself(tmp_path, monkeypatch):
     from components.report import step as report_step
 

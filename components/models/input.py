@@ -25,9 +25,9 @@ Every element is one ``dict`` of dense tensors, labels included (the trainer pic
   and the raw listing sequences ``seq_listing_<action>`` (``string [B, max_seq_len]`` padded with
   ``""``) the frozen representation lookups need.
 
-The ids follow the transform's vocabularies: ``0 .. V-1`` in the vocabulary, ``V`` (one OOV
-bucket) otherwise, so an embedding table needs :func:`vocabulary_sizes` rows and ``-1`` is free
-to mark padding.
+The ids follow the transform's vocabularies: ``0 .. V-1`` in the vocabulary, one of the
+entity's hashed OOV buckets ``V .. V+n-1`` otherwise (:func:`num_oov_buckets`), so an embedding
+table needs :func:`vocabulary_sizes` rows and ``-1`` is free to mark padding.
 
 Parsing uses ``tf.io.RaggedFeature`` for the variable-length features and
 ``RaggedTensor.to_tensor(shape=[None, width])``, which truncates and pads in one kernel: on the
@@ -141,24 +141,35 @@ def feature_names(transform_dir: str) -> FeatureNames:
     return _feature_names_from_spec(_tft_output(transform_dir).transformed_feature_spec())
 
 
-def vocabulary_sizes(transform_dir: str, num_oov_buckets: int | None = None) -> dict[str, int]:
-    """Embedding-table rows per vocabulary: its size plus the OOV buckets.
+def _per_entity(num_oov_buckets) -> dict[str, int] | None:
+    """OOV buckets per id vocabulary from an int (the same for all, as stats.json held before the
+    per-entity counts), a dict or None."""
+    if num_oov_buckets is None:
+        return None
+    if isinstance(num_oov_buckets, dict):
+        return {str(e): int(n) for e, n in num_oov_buckets.items()}
+    return {e: int(num_oov_buckets) for e in VOCABULARY_FEATURES if e != "platform"}
+
+
+def vocabulary_sizes(transform_dir: str, num_oov_buckets: int | dict | None = None) -> dict[str, int]:
+    """Embedding-table rows per vocabulary: its size plus its OOV buckets.
 
     Covers ``listing``, ``shop``, ``taxonomy``, ``query``, ``query_token`` and ``platform``.
-    ``num_oov_buckets`` defaults to the one the transform step recorded in ``stats.json``
-    (the id domain of the transformed schema if there is no stats.json). Raises if the
-    schema's id domain disagrees, i.e. an id could index past the table.
+    ``num_oov_buckets`` (per entity, or an int for all) defaults to what the transform step
+    recorded in ``stats.json`` (the id domain of the transformed schema if there is no
+    stats.json). Raises if the schema's id domain disagrees, i.e. an id could index past the table.
     """
     from components.transform.features import vocabulary_name
 
     output = _tft_output(transform_dir)
     if num_oov_buckets is None and (stats := _stats(transform_dir)) is not None:
-        num_oov_buckets = int(stats["num_oov_buckets"])
+        num_oov_buckets = stats["num_oov_buckets"]
+    per_entity = _per_entity(num_oov_buckets)
     domains = {f.name: f.int_domain.max for f in output.transformed_metadata.schema.feature if f.HasField("int_domain")}
     sizes = {}
     for entity, feature in VOCABULARY_FEATURES.items():
         vocab = output.vocabulary_size_by_name(vocabulary_name(entity))
-        oov = PLATFORM_OOV_BUCKETS if entity == "platform" else num_oov_buckets
+        oov = PLATFORM_OOV_BUCKETS if entity == "platform" else (per_entity or {}).get(entity)
         if oov is None:
             if feature not in domains:
                 raise ValueError(f"cannot tell the OOV buckets of {vocabulary_name(entity)} in {transform_dir}: "
@@ -172,12 +183,13 @@ def vocabulary_sizes(transform_dir: str, num_oov_buckets: int | None = None) -> 
     return sizes
 
 
-def num_oov_buckets(transform_dir: str) -> int:
-    """The OOV buckets after each id vocabulary's K entries, as the transform step recorded them."""
+def num_oov_buckets(transform_dir: str) -> dict[str, int]:
+    """The hashed OOV buckets after each id vocabulary's K entries (``{entity: n}``, ``platform``
+    included), as the transform step recorded them; rows ``K .. K+n-1`` of the entity's tables."""
     stats = _stats(transform_dir)
     if stats is None:
         raise ValueError(f"{transform_dir} has no stats.json; is it a transform step output?")
-    return int(stats["num_oov_buckets"])
+    return {**_per_entity(stats["num_oov_buckets"]), "platform": PLATFORM_OOV_BUCKETS}
 
 
 def _stats(transform_dir: str) -> dict | None:

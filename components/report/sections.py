@@ -181,6 +181,35 @@ def _json_object(path: str, absent: str) -> dict | Unavailable:
     return found if isinstance(found, dict) else Unavailable(f"{path} is not a JSON object")
 
 
+def transform_stats(lake: Lake, date) -> dict | Unavailable:
+    """``runs/D/transform/stats.json``: vocabulary sizes, OOV buckets, listing coverage, OOV shares per split."""
+    return _json_object(fs.join(lake.run_dir(date, "transform"), "stats.json"), "the transform step has not run")
+
+
+OOV_ENTITIES = ("listing", "shop", "taxonomy", "query")
+OOV_SPLITS = ("train", "validation", "test")
+
+
+def oov_rows(stats: dict) -> list[dict]:
+    """One row per target entity of a transform ``stats.json``: ``entity``, ``k`` (in-vocabulary size),
+    ``cap`` (top_k), ``buckets`` (OOV buckets) and ``<split>`` (share of the split's targets out of the
+    vocabulary, None where not recorded; older stats.json files hold only the listing share)."""
+    buckets = stats.get("num_oov_buckets")
+    rows = []
+    for entity in OOV_ENTITIES:
+        row = {"entity": entity, "k": (stats.get("vocabulary_sizes") or {}).get(entity),
+               "cap": (stats.get("top_k") or {}).get(entity),
+               "buckets": buckets.get(entity) if isinstance(buckets, dict) else buckets}
+        for split in OOV_SPLITS:
+            found = (stats.get("splits") or {}).get(split) or {}
+            share = (found.get("oov_share") or {}).get(entity)
+            if share is None and entity == "listing":
+                share = found.get("listing_oov_share")
+            row[split] = share
+        rows.append(row)
+    return rows
+
+
 def gate(lake: Lake, date) -> dict | Unavailable:
     from components.gates.step import gate_path
 

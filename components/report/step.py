@@ -2,7 +2,8 @@
 
 One self-contained HTML file (inline CSS, plots and listing images as base64 data URIs, no
 script) with, section by section: the DAG and each step's state and time; data volumes, dead
-letters and the data gates; the session-length histogram (paper 000 Figure 2); representation
+letters, the vocabularies with the out-of-vocabulary share of the targets per split, and the
+data gates; the session-length histogram (paper 000 Figure 2); representation
 quality and nearest-neighbour galleries (Figures 4 and 13); the headline next-day metrics with
 ROC and precision-recall curves (§5, Tables 2-4); reliability diagrams before and after Platt
 scaling (§5.3, A.3); the daily ROC-AUC trend (Figure 8); and the blessing decision.
@@ -169,6 +170,7 @@ def _data_section(sec: H.Section, ctx: _Context) -> None:
                         [[r["day"], r["table"], r["input_rows"], r["valid_rows"], r["dead_rows"],
                           f"{r['dead_rows'] / r['input_rows']:.3%}" if r["input_rows"] else "-", r["source"]]
                          for r in rows]))
+    _vocabulary_block(sec, ctx)
     sec.text(H.heading("Data gates (runs/D/data_gate/gate.json)"))
     found = S.gate(ctx.lake, ctx.date)
     if isinstance(found, S.Unavailable):
@@ -202,6 +204,28 @@ def _data_section(sec: H.Section, ctx: _Context) -> None:
     for key in ("failures", "waived"):
         if found.get(key):
             sec.text(H.note(f"{key}: " + "; ".join(map(str, found[key]))))
+
+
+def _vocabulary_block(sec: H.Section, ctx: _Context) -> None:
+    sec.text(H.heading("Vocabularies and out-of-vocabulary targets (runs/D/transform/stats.json)"))
+    stats = S.transform_stats(ctx.lake, ctx.date)
+    if isinstance(stats, S.Unavailable):
+        sec.missing(stats.reason)
+        return
+    pct = lambda v: f"{v:.2%}" if isinstance(v, (int, float)) else "-"  # noqa: E731
+    sec.add(H.table(["target entity", "vocabulary K", "top_k (cap)", "OOV buckets"]
+                    + [f"OOV share {split}" for split in S.OOV_SPLITS],
+                    [[r["entity"], r["k"], r["cap"], r["buckets"]] + [H.Num(pct(r[split])) for split in S.OOV_SPLITS]
+                     for r in S.oov_rows(stats)]))
+    coverage = stats.get("listing_coverage")
+    text = ("Share of each split's impressions whose target id is out of the training vocabulary (index >= K, "
+            "one of the hashed OOV buckets).")
+    if isinstance(coverage, dict):
+        text += (f" Listing K sized by coverage: {H.fmt(coverage.get('k'))} listings cover "
+                 f"{pct(coverage.get('achieved'))} of the {H.fmt(coverage.get('occurrences'))} training listing "
+                 f"occurrences (targets and sequences; {H.fmt(coverage.get('distinct'))} distinct ids), target "
+                 f"{pct(coverage.get('coverage'))}, set by {coverage.get('limited_by', '?')}.")
+    sec.text(H.note(text))
 
 
 def _sessions_section(sec: H.Section, ctx: _Context) -> None:

@@ -1,9 +1,10 @@
 """The preprocessing function: what tensorflow-transform computes over the training window (paper 000 §2.7.1).
 
 Every entity has one top-K vocabulary built from the training examples' targets *and* all
-their sequences of that entity, shared by all ADPM components; ids outside it map to the
-OOV index K. Raw strings the frozen representation lookups need (the target listing, the
-listing sequences, the query) pass through untouched, so serving can feed raw features.
+their sequences of that entity, shared by all ADPM components; ids outside it map to one of
+the entity's ``n`` hashed OOV indices ``K + fingerprint64(id) mod n``. Raw strings the frozen
+representation lookups need (the target listing, the listing sequences, the query) pass
+through untouched, so serving can feed raw features.
 """
 from __future__ import annotations
 
@@ -32,28 +33,31 @@ def vocabulary_name(entity: str) -> str:
     return f"vocab_{entity}"
 
 
-def make_preprocessing_fn(pairs, top_k: dict, frequency_threshold: int, num_oov_buckets: int):
-    """A TFT ``preprocessing_fn`` for the configured (entity, action) pairs."""
+def make_preprocessing_fn(pairs, top_k: dict, frequency_threshold: int, num_oov_buckets: dict | int):
+    """A TFT ``preprocessing_fn`` for the configured (entity, action) pairs. ``top_k`` and
+    ``num_oov_buckets`` (an int: the same for all) per vocabulary of ``transform.config.VOCABULARIES``."""
     pairs = tuple(tuple(p) for p in pairs)
+    if isinstance(num_oov_buckets, int):
+        num_oov_buckets = {entity: num_oov_buckets for entity in top_k}
 
     def vocabulary(entity, tensors):
         values = tf.concat([t.values if isinstance(t, tf.SparseTensor) else tf.reshape(t, [-1]) for t in tensors], 0)
         return tft.vocabulary(values, top_k=top_k[entity], frequency_threshold=frequency_threshold if frequency_threshold > 1 else None,
                               vocab_filename=vocabulary_name(entity))
 
-    def lookup(x, vocab):
-        return tft.apply_vocabulary(x, vocab, num_oov_buckets=num_oov_buckets)
+    def lookup(x, vocab, entity):
+        return tft.apply_vocabulary(x, vocab, num_oov_buckets=num_oov_buckets[entity])
 
     def preprocessing_fn(inputs):
         out = {}
         for entity, column in ID_COLUMNS.items():
             seqs = [seq_column(e, a) for e, a in pairs if e == entity]
             vocab = vocabulary(entity, [inputs[column]] + [inputs[s] for s in seqs])
-            out[f"{column}_idx"] = lookup(inputs[column], vocab)
+            out[f"{column}_idx"] = lookup(inputs[column], vocab, entity)
             for s in seqs:
-                out[f"{s}_idx"] = lookup(inputs[s], vocab)
+                out[f"{s}_idx"] = lookup(inputs[s], vocab, entity)
         tokens = tf.strings.split(inputs["query"]).to_sparse()
-        out["query_tokens_idx"] = lookup(tokens, vocabulary("query_token", [tokens]))
+        out["query_tokens_idx"] = lookup(tokens, vocabulary("query_token", [tokens]), "query_token")
         out["platform_idx"] = tft.compute_and_apply_vocabulary(inputs["platform"], num_oov_buckets=1,
                                                               vocab_filename="vocab_platform")
         out["price_log_z"] = tft.scale_to_z_score(tf.math.log1p(tf.maximum(inputs["price"], 0.0)))

@@ -1,12 +1,14 @@
 """The ``transform`` step: vocabularies and model-ready TFRecords with tensorflow-transform (DESIGN §6).
 
 TFT analyzes the (down-sampled) training split of the run window and builds the top-K
-vocabularies (paper 000 §2.7.1) and scalers; the same ``transform_fn`` then turns the
-train, validation and test splits into GZIP TFRecord shards. Everything lands in
+vocabularies (paper 000 §2.7.1) with hashed OOV buckets and scalers; the same ``transform_fn``
+then turns the train, validation and test splits into GZIP TFRecord shards. With
+``transform.listing_coverage`` a first Beam job over the same training split chooses the
+listing vocabulary's K (:func:`_listing_coverage`). Everything lands in
 ``runs/D/transform/``: ``transform_fn/`` and ``transformed_metadata/`` (readable with
 ``tft.TFTransformOutput``), ``train/``, ``validation/``, ``test/`` and ``stats.json`` (per split:
-rows, clicks, purchases after a click, the OOV share of target listings, files; the trainers read
-the positives of their task's label from it, DESIGN §8).
+rows, clicks, purchases after a click, the OOV count and share of the targets per entity, files;
+the trainers read the positives of their task's label from it, DESIGN §8).
 """
 from __future__ import annotations
 
@@ -58,8 +60,15 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
              f"(train {', '.join(str(d) for d in config.window.train_dates(date))}, test {config.window.test_date(date)})")
     tmp = stage(fs.join(run_dir, "output"))
     try:
-        counters = _run_pipeline(config, cfg, pairs, files, tmp)
-        stats = _stats(tmp, counters, cfg)
+        top_k, coverage = dict(cfg.top_k), None
+        if cfg.listing_coverage is not None:
+            coverage = _listing_coverage(config, cfg, pairs, files, tmp)
+            top_k["listing"] = coverage["k"]
+            progress(f"  listing vocabulary: K = {coverage['k']:,} covers {coverage['achieved']:.2%} of the "
+                     f"{coverage['occurrences']:,} training listing occurrences ({coverage['distinct']:,} ids; "
+                     f"target {cfg.listing_coverage:.2%}, cap {cfg.top_k['listing']:,}, set by {coverage['limited_by']})")
+        counters = _run_pipeline(config, cfg, pairs, files, tmp, top_k)
+        stats = _stats(tmp, counters, cfg, coverage)
         if stats["splits"]["train"]["rows"] == 0:
             raise StepError("transform: the training split is empty (no examples in the training days, or every "
                             "row was sampled out); events-only logs have no impressions to train on")
@@ -78,17 +87,55 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
     return result
 
 
-def _run_pipeline(config, cfg: TransformConfig, pairs, files: list[ExampleFile], out: str) -> dict:
+def listing_vocabulary_columns(pairs) -> list[str]:
+    """The columns the listing vocabulary is built from (``features.make_preprocessing_fn``)."""
+    from schemas.examples import seq_column
+
+    return ["listing_id"] + [seq_column(e, a) for e, a in pairs if e == "listing"]
+
+
+def _listing_coverage(config, cfg: TransformConfig, pairs, files: list[ExampleFile], out: str) -> dict:
+    """K of the listing vocabulary for ``cfg.listing_coverage`` (``transforms.choose_k``), from a Beam job over
+    the training split: the same files, reader and sampling as the analysis, so the same rows.
+
+    Why a job of its own before the analysis: ``tft.vocabulary`` has no coverage option and takes its
+    ``top_k`` as a Python int when TFT traces the preprocessing graph, i.e. before any data is read.
+    The TFT-native alternatives (a full ``store_frequency`` vocabulary plus an in-graph cut) would
+    ship a vocabulary file of every id with the serving graph and make its size disagree with the
+    id range the models size their tables by. The job is a distributed word count and a histogram
+    of its counts (``transforms.VocabularyCoverage``), so it holds nothing per id on one machine; it
+    costs one more read of the training split (its examples files, sampled alike)."""
+    import apache_beam as beam
+
+    from components.transform.transforms import ReadExamplesFn, VocabularyCoverage, WriteJsonFn
+
+    path = fs.join(out, "listing_coverage.json")
+    p = beam.Pipeline(options=config.beam.pipeline_options("adsformer-transform-coverage"))
+    train = (p
+             | "Files" >> beam.Create(files)
+             | "Spread" >> beam.Reshuffle()
+             | "Read" >> beam.ParDo(ReadExamplesFn(pairs, config.seed, cfg.eval_sample_rate, cfg.batch_rows,
+                                                   splits=("train",))).with_outputs("train"))["train"]
+    _ = (train
+         | "Coverage" >> VocabularyCoverage(listing_vocabulary_columns(pairs), cfg.listing_coverage,
+                                            cfg.top_k["listing"], cfg.frequency_threshold)
+         | "Write" >> beam.ParDo(WriteJsonFn(path)))
+    p.run().wait_until_finish()
+    coverage = json.loads(fs.read_text(path))
+    fs.delete_tree(path)
+    return coverage
+
+
+def _run_pipeline(config, cfg: TransformConfig, pairs, files: list[ExampleFile], out: str, top_k: dict) -> dict:
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
 
     from components.transform.arrow_input import tensor_adapter_config
     from components.transform.features import make_preprocessing_fn
-    from components.transform.transforms import KeyByShardFn, ReadExamplesFn, WriteShardFn
+    from components.transform.transforms import KeyByShardFn, ReadExamplesFn, WriteShardFn, in_vocabulary_sizes
 
     adapter_config, _ = tensor_adapter_config(pairs)
-    preprocessing_fn = make_preprocessing_fn(pairs, cfg.top_k, cfg.frequency_threshold, cfg.num_oov_buckets)
-    listing_oov = cfg.top_k["listing"]
+    preprocessing_fn = make_preprocessing_fn(pairs, top_k, cfg.frequency_threshold, cfg.num_oov_buckets)
     with tempfile.TemporaryDirectory(prefix="tft-") as tft_tmp:
         temp_dir = tft_tmp if fs.is_local(out) else fs.join(out, ".tft-tmp")
         p = beam.Pipeline(options=config.beam.pipeline_options("adsformer-transform"))
@@ -101,11 +148,15 @@ def _run_pipeline(config, cfg: TransformConfig, pairs, files: list[ExampleFile],
             transform_fn = ((splits["train"], adapter_config)
                             | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn))
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out)
+            # K per entity is known once the analysis ran: a side input from the transformed metadata.
+            in_vocabulary = beam.pvalue.AsSingleton(
+                transform_fn[1].deferred_metadata
+                | "InVocabularySizes" >> beam.Map(in_vocabulary_sizes, dict(cfg.num_oov_buckets)))
             for split in SPLITS:
                 transformed, _ = (((splits[split], adapter_config), transform_fn)
                                   | f"Transform{split}" >> tft_beam.TransformDataset(output_record_batches=True))
                 _ = (transformed
-                     | f"Shard{split}" >> beam.ParDo(KeyByShardFn(split, cfg.num_shards, listing_oov))
+                     | f"Shard{split}" >> beam.ParDo(KeyByShardFn(split, cfg.num_shards), in_vocabulary)
                      | f"Group{split}" >> beam.GroupByKey()
                      | f"Write{split}" >> beam.ParDo(WriteShardFn(fs.join(out, split), cfg.num_shards,
                                                                       cfg.compression_level)))
@@ -114,19 +165,29 @@ def _run_pipeline(config, cfg: TransformConfig, pairs, files: list[ExampleFile],
     return {r.key.metric.name: r.committed for r in result.metrics().query()["counters"]}
 
 
-def _stats(out: str, counters: dict, cfg: TransformConfig) -> dict:
+def _stats(out: str, counters: dict, cfg: TransformConfig, coverage: dict | None = None) -> dict:
+    """``stats.json``: vocabulary sizes (K per entity), the configured top_k and OOV buckets, the listing
+    coverage (when it set K) and per split rows, clicks, purchases after a click (the positives the
+    trainers check against models.min_positives) and the share of targets out of each vocabulary."""
     import tensorflow_transform as tft
 
     from components.transform.features import vocabulary_name
+    from components.transform.transforms import TARGET_ID_FEATURES
 
     tft_output = tft.TFTransformOutput(out)
     vocab = {e: tft_output.vocabulary_size_by_name(vocabulary_name(e)) for e in VOCABULARIES}
     splits = {}
     for split in SPLITS:
         rows = int(counters.get(f"{split}_rows", 0))
+        share = lambda n: round(n / rows, 4) if rows else 0.0  # noqa: E731
+        oov = {e: int(counters.get(f"{split}_{e}_oov", 0)) for e in TARGET_ID_FEATURES}
         splits[split] = {"rows": rows, "clicks": int(counters.get(f"{split}_clicks", 0)),
                          "purchases": int(counters.get(f"{split}_purchases", 0)),
-                         "listing_oov_share": round(counters.get(f"{split}_listing_oov", 0) / rows, 4) if rows else 0.0,
+                         "oov": oov, "oov_share": {e: share(n) for e, n in oov.items()},
+                         "listing_oov_share": share(oov["listing"]),
                          "files": len(fs.list_files(fs.join(out, split), "*.tfrecord.gz")) if fs.exists(fs.join(out, split)) else 0}
-    return {"vocabulary_sizes": vocab, "top_k": cfg.top_k, "num_oov_buckets": cfg.num_oov_buckets,
-            "examples_read": int(counters.get("examples_read", 0)), "splits": splits}
+    stats = {"vocabulary_sizes": vocab, "top_k": cfg.top_k, "num_oov_buckets": dict(cfg.num_oov_buckets),
+             "examples_read": int(counters.get("examples_read", 0)), "splits": splits}
+    if coverage is not None:
+        stats["listing_coverage"] = coverage
+    return stats

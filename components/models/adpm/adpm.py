@@ -28,9 +28,10 @@ class ADPM(keras.layers.Layer):
     is inside the layer, so the input pipeline and the serving signature do not change.
 
     Constructor: ``config`` (an :class:`AdpmConfig` or its dict) and ``vocabulary_sizes``
-    (entity -> K + 1 including the OOV row, e.g. ``{"listing": 10001, "shop": 1501, ...}``) and
-    ``num_oov_buckets`` (the last rows of each vocabulary that are OOV buckets; component 1's
-    target-match readout does not let unknown listings match each other).
+    (entity -> K + n including the n OOV rows, e.g. ``{"listing": 11000, "shop": 1600, ...}``) and
+    ``num_oov_buckets`` (``{entity: n}``, or an int for all: the last rows of each vocabulary that
+    are hashed OOV buckets; component 1's target-match readout treats them all as unknown and
+    does not let unknown listings match each other, as different ids share a bucket).
     All three components index the same per-entity vocabularies (paper 000 A.2). Input: a dict
     with (at least) the features of :attr:`input_specs` (see :mod:`.config`); it is dense,
     sequences padded with -1 (indices) or ``""`` (raw listing ids).
@@ -41,13 +42,16 @@ class ADPM(keras.layers.Layer):
     moves the string lookup out of the model (:meth:`add_lookup_rows`, in ``tf.data``) for both.
     """
 
-    def __init__(self, config: AdpmConfig | dict, vocabulary_sizes: dict[str, int], num_oov_buckets: int = 1,
-                 **kwargs):
+    def __init__(self, config: AdpmConfig | dict, vocabulary_sizes: dict[str, int],
+                 num_oov_buckets: int | dict[str, int] = 1, **kwargs):
         super().__init__(**kwargs)
         cfg = config if isinstance(config, AdpmConfig) else AdpmConfig.model_validate(config)
         self.cfg = cfg
-        self.num_oov_buckets = int(num_oov_buckets)
         self.vocabulary_sizes = {str(k): int(v) for k, v in vocabulary_sizes.items()}
+        if isinstance(num_oov_buckets, dict):
+            self.num_oov_buckets = {str(k): int(v) for k, v in num_oov_buckets.items()}
+        else:
+            self.num_oov_buckets = {k: int(num_oov_buckets) for k in self.vocabulary_sizes}
         if not (cfg.component1.enabled or cfg.component2.enabled or cfg.component3.enabled):
             raise ValueError("ADPM: every component is switched off; enable at least one of component1 (adSformer "
                              "encoder), component2 (pretrained) or component3 (learned on the fly), or build the "
@@ -56,6 +60,11 @@ class ADPM(keras.layers.Layer):
         if missing:
             raise ValueError(f"ADPM: vocabulary_sizes has no size for {missing} "
                              f"(it has {sorted(self.vocabulary_sizes)})")
+        unsized = sorted({e for e, _ in cfg.component1.pairs} - set(self.num_oov_buckets)) if cfg.component1.enabled \
+            else []
+        if unsized:
+            raise ValueError(f"ADPM: num_oov_buckets has no count for {unsized} "
+                             f"(it has {sorted(self.num_oov_buckets)})")
         c1, c2, c3 = cfg.component1, cfg.component2, cfg.component3
         if c2.enabled and not c2.lookups:
             raise ValueError("ADPM: component2 is on but component2.lookups is empty; fill it with the lookup "
@@ -70,7 +79,8 @@ class ADPM(keras.layers.Layer):
                     leaky_relu_alpha=c1.leaky_relu_alpha, layer_norm_epsilon=c1.layer_norm_epsilon,
                     length_buckets=c1.length_buckets, target_match=c1.target_match,
                     embedding_init_stddev=c1.embedding_init_stddev,
-                    known_ids=self.vocabulary_sizes[entity] - self.num_oov_buckets, name=f"encoder_{entity}_{action}"))
+                    known_ids=self.vocabulary_sizes[entity] - self.num_oov_buckets[entity],
+                    name=f"encoder_{entity}_{action}"))
         self.pretrained = (PretrainedPool(c2.lookups, c2.actions, c2.input_mode, name="pretrained")
                            if c2.enabled else None)
         self.learned = (LearnedPool(c3.pairs, self.vocabulary_sizes, c3.dims, c3.share_tables, name="learned")
@@ -175,4 +185,4 @@ class ADPM(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "config": self.cfg.model_dump(mode="json"),
-                "vocabulary_sizes": dict(self.vocabulary_sizes), "num_oov_buckets": self.num_oov_buckets}
+                "vocabulary_sizes": dict(self.vocabulary_sizes), "num_oov_buckets": dict(self.num_oov_buckets)}

@@ -12,7 +12,7 @@ from components.models.adpm.pooling import MaskedGlobalPooling
 class AdsformerEncoder(keras.layers.Layer):
     """Target listing + its padded listing sequence -> a ``d1`` vector (``d1 + heads`` with ``target_match``).
 
-    Inputs: ``target`` int64 ``[B]`` (vocabulary index of the target listing, ``0..K``) and
+    Inputs: ``target`` int64 ``[B]`` (vocabulary index of the target listing, ``0..K+n-1`` with ``n`` OOV buckets) and
     ``sequence`` int64 ``[B, M]`` (vocabulary indices, newest first, padding -1; only the first
     ``max_len`` positions are kept)::
 
@@ -35,8 +35,8 @@ class AdsformerEncoder(keras.layers.Layer):
     always valid, so no row is empty. ``pooling="target"`` is the Behavior Sequence Transformer
     (BST, Chen et al. 2019, paper 000 ref. [11]) that paper 000 §5.1 / Table 2 compares against: no
     pooling, the output is the encoded target item's vector, which has attended to the sequence.
-    Embedding ``E`` has ``vocabulary_size + 1`` rows: the vocabulary (``K + 1`` rows including the
-    OOV row) shifted by one, row 0 for padding.
+    Embedding ``E`` has ``vocabulary_size + 1`` rows: the vocabulary (``K + n`` rows including the
+    ``n`` hashed OOV rows) shifted by one, row 0 for padding.
 
     ``length_buckets`` (widths ``w_1 < ... < w_k``, target position included) only changes how the
     output is computed, not its value: outside XLA each row goes to the group of the smallest
@@ -115,7 +115,7 @@ class AdsformerEncoder(keras.layers.Layer):
         match = None
         for n, block in enumerate(self.block_layers):
             if n == 0 and self.target_match:
-                # all unknown listings share the OOV rows: they would match each other
+                # unknown listings share the hashed OOV rows: different ids in one bucket would match
                 known = valid if self.known_ids is None else valid & (tokens < self.known_ids)
                 x, match = block(x, valid, training=training, match_mask=known)
             else:
