@@ -300,6 +300,7 @@ _HEADLINE = [("n", "rows"), ("positives", "positives"), ("roc_auc", "ROC-AUC"), 
 
 def _models_section(sec: H.Section, ctx: _Context) -> None:
     from components.evaluate import metrics
+    from components.report.references import add_comparison
 
     found = S.evaluation(ctx.lake, ctx.date)
     sec.text(H.heading("Headline metrics (runs/D/evaluate/metrics.json)"))
@@ -320,7 +321,10 @@ def _models_section(sec: H.Section, ctx: _Context) -> None:
         sec.add(H.table(["model"] + [h for _, h in _HEADLINE] + ["log-loss raw → calibrated", "ECE raw → calibrated",
                                                                  "oracle ROC-AUC", "headroom captured", "remarks"], rows))
         sec.text(H.note(f"Test day {found.get('test_day', '?')}; lifts relative to the non-personalized baseline; "
-                        "headroom captured = (model − baseline) / (oracle − baseline) ROC-AUC."))
+                        "headroom captured = (model − reference) / (oracle − reference) ROC-AUC, from the "
+                        "non-personalized reference chosen on validation, with the oracle's position term "
+                        "removed (both sides position-free; without references, from the baseline)."))
+        add_comparison(sec, found)
     for task in S.TASKS:
         sec.text(H.heading(f"{task.upper()}: ROC and precision-recall curves on the test day"))
         scores = S.scores_on_test_day(ctx.config, ctx.lake, ctx.date, task)

@@ -43,6 +43,9 @@ class TransformConfig(BaseModel):
                     "learned embedding rows instead of sharing one (the paper's single OOV bucket). About "
                     "distinct-OOV-ids / n ids share a row; each bucket costs one embedding row per table. "
                     "Component 1's target-match readout still treats every index >= K as unknown")
+    engineered_buckets: int = Field(16, ge=0, description="quantile buckets of each engineered feature "
+                                    "(tft.bucketize over the training split; the rankers embed each bucket, "
+                                    "a piecewise-constant reading of the feature beside its z-score); 0: none")
     eval_sample_rate: float = Field(1.0, gt=0, le=1, description="random share of validation/test impressions kept")
     num_shards: int = Field(4, ge=1, description="TFRecord files per split")
     compression_level: int = Field(1, ge=0, le=9, description="GZIP level of the TFRecords: 1 writes ~2.7x faster "

@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from schemas.examples import seq_column
+from schemas.features import ENGINEERED_FEATURES, MIN_RATIO, scaling
 
 ID_COLUMNS = {"listing": "listing_id", "shop": "shop_id", "taxonomy": "taxonomy_id", "query": "query"}
 LABELS = ("clicked", "purchased")
@@ -24,18 +25,42 @@ def input_feature_spec(pairs) -> dict:
             for name in ("impression_id", "listing_id", "shop_id", "taxonomy_id", "query", "platform")}
     spec.update({name: tf.io.FixedLenFeature([], tf.int64)
                  for name in ("ts", "position", "logged_in", "clicked", "purchased")})
-    spec.update({name: tf.io.FixedLenFeature([], tf.float32) for name in ("price", "sample_rate")})
+    spec.update({name: tf.io.FixedLenFeature([], tf.float32) for name in ("price", "sample_rate") + ENGINEERED_FEATURES})
     spec.update({seq_column(e, a): tf.io.VarLenFeature(tf.string) for e, a in pairs})
     return spec
+
+
+def engineered_name(feature: str) -> str:
+    """The transformed (scaled, standardized) model input of an engineered feature."""
+    return f"eng_{feature}"
+
+
+def bucketized_name(feature: str) -> str:
+    """The quantile-bucket index (int64) of an engineered feature."""
+    return f"engb_{feature}"
+
+
+def scaled(x, kind: str):
+    """A feature's scaling (``schemas.features.scaling``) in TensorFlow, as the references apply it in numpy."""
+    if kind == "log1p":
+        return tf.math.log1p(tf.maximum(x, 0.0))
+    if kind == "hours":
+        return x / 3600.0
+    if kind == "log":
+        return tf.math.log(tf.maximum(x, MIN_RATIO))
+    return x
 
 
 def vocabulary_name(entity: str) -> str:
     return f"vocab_{entity}"
 
 
-def make_preprocessing_fn(pairs, top_k: dict, frequency_threshold: int, num_oov_buckets: dict | int):
+def make_preprocessing_fn(pairs, top_k: dict, frequency_threshold: int, num_oov_buckets: dict | int,
+                          engineered: tuple[str, ...] = (), engineered_buckets: int = 0):
     """A TFT ``preprocessing_fn`` for the configured (entity, action) pairs. ``top_k`` and
-    ``num_oov_buckets`` (an int: the same for all) per vocabulary of ``transform.config.VOCABULARIES``."""
+    ``num_oov_buckets`` (an int: the same for all) per vocabulary of ``transform.config.VOCABULARIES``;
+    each ``engineered`` feature becomes ``eng_<name>``, scaled and z-scored over the training split, and
+    with ``engineered_buckets`` also ``engb_<name>``, its quantile bucket (0 .. buckets-1)."""
     pairs = tuple(tuple(p) for p in pairs)
     if isinstance(num_oov_buckets, int):
         num_oov_buckets = {entity: num_oov_buckets for entity in top_k}
@@ -61,6 +86,11 @@ def make_preprocessing_fn(pairs, top_k: dict, frequency_threshold: int, num_oov_
         out["platform_idx"] = tft.compute_and_apply_vocabulary(inputs["platform"], num_oov_buckets=1,
                                                               vocab_filename="vocab_platform")
         out["price_log_z"] = tft.scale_to_z_score(tf.math.log1p(tf.maximum(inputs["price"], 0.0)))
+        for name in engineered:
+            value = scaled(inputs[name], scaling(name))
+            out[engineered_name(name)] = tft.scale_to_z_score(value)
+            if engineered_buckets:
+                out[bucketized_name(name)] = tft.bucketize(value, engineered_buckets, elementwise=False)
         out["hour_of_day"] = (inputs["ts"] // MS_PER_HOUR) % 24
         out["day_of_week"] = (inputs["ts"] // MS_PER_DAY + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
         for name in ("position", "logged_in", "sample_rate", "impression_id", "listing_id", "query") + LABELS:

@@ -67,8 +67,12 @@ def run(config, date: dt.date, lake: Lake, progress=print) -> StepResult:
             progress(f"  listing vocabulary: K = {coverage['k']:,} covers {coverage['achieved']:.2%} of the "
                      f"{coverage['occurrences']:,} training listing occurrences ({coverage['distinct']:,} ids; "
                      f"target {cfg.listing_coverage:.2%}, cap {cfg.top_k['listing']:,}, set by {coverage['limited_by']})")
-        counters = _run_pipeline(config, cfg, pairs, files, tmp, top_k)
+        engineered, priors = engineered_features(config, date, lake)
+        if not priors["used"]:
+            result.notes.append(f"historical priors off for this run: {priors['why']}")
+        counters = _run_pipeline(config, cfg, pairs, files, tmp, top_k, engineered)
         stats = _stats(tmp, counters, cfg, coverage)
+        stats.update(engineered_features=list(engineered), engineered_buckets=cfg.engineered_buckets, priors=priors)
         if stats["splits"]["train"]["rows"] == 0:
             raise StepError("transform: the training split is empty (no examples in the training days, or every "
                             "row was sampled out); events-only logs have no impressions to train on")
@@ -126,7 +130,30 @@ def _listing_coverage(config, cfg: TransformConfig, pairs, files: list[ExampleFi
     return coverage
 
 
-def _run_pipeline(config, cfg: TransformConfig, pairs, files: list[ExampleFile], out: str, top_k: dict) -> dict:
+def engineered_features(config, date: dt.date, lake: Lake) -> tuple[tuple[str, ...], dict]:
+    """The engineered features the run's models read (``schemas.features``), and whether the priors
+    are among them: only when every training day has all ``sessionize.prior_days`` earlier days of
+    validated impressions, so a prior is never absent in training and present at test."""
+    from components.sessionize.step import prior_days_found
+    from schemas.features import ENGINEERED_FEATURES, PRIOR_FEATURES
+
+    wanted = config.sessionize.prior_days
+    short = {str(day): found for day in config.window.train_dates(date)
+             if (found := prior_days_found(lake, day, wanted)[1]) < wanted}
+    if not wanted:
+        why = "sessionize.prior_days is 0"
+    elif short:
+        why = (f"training day(s) {', '.join(short)} have {min(short.values())} of the sessionize.prior_days "
+               f"({wanted}) earlier days of validated impressions")
+    else:
+        why = ""
+    used = not why
+    names = tuple(f for f in ENGINEERED_FEATURES if f != "prior_days" and (used or f not in PRIOR_FEATURES))
+    return names, {"used": used, "why": why, "prior_days": wanted}
+
+
+def _run_pipeline(config, cfg: TransformConfig, pairs, files: list[ExampleFile], out: str, top_k: dict,
+                  engineered: tuple[str, ...] = ()) -> dict:
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
 
@@ -135,7 +162,8 @@ def _run_pipeline(config, cfg: TransformConfig, pairs, files: list[ExampleFile],
     from components.transform.transforms import KeyByShardFn, ReadExamplesFn, WriteShardFn, in_vocabulary_sizes
 
     adapter_config, _ = tensor_adapter_config(pairs)
-    preprocessing_fn = make_preprocessing_fn(pairs, top_k, cfg.frequency_threshold, cfg.num_oov_buckets)
+    preprocessing_fn = make_preprocessing_fn(pairs, top_k, cfg.frequency_threshold, cfg.num_oov_buckets, engineered,
+                                             cfg.engineered_buckets)
     with tempfile.TemporaryDirectory(prefix="tft-") as tft_tmp:
         temp_dir = tft_tmp if fs.is_local(out) else fs.join(out, ".tft-tmp")
         p = beam.Pipeline(options=config.beam.pipeline_options("adsformer-transform"))
