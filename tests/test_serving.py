@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from components.serving.model import NOT_SERVED, raw_features, serving_input_spec
 from schemas.examples import examples_schema
+from schemas.features import ENGINEERED_FEATURES
 
 PAIRS = [("listing", "view"), ("query", "search")]
 
@@ -19,7 +20,8 @@ def test_the_signature_takes_features_not_labels_or_ids():
     assert spec["ts"].dtype == tf.int64 and spec["price"].dtype == tf.float32
     assert spec["seq_listing_view"] == tf.TensorSpec([None, None], tf.string, name="seq_listing_view")
     assert set(spec) == {"listing_id", "shop_id", "taxonomy_id", "query", "platform", "ts", "position", "logged_in",
-                         "price", "seq_listing_view", "seq_query_search"}
+                         "price", "seq_listing_view", "seq_query_search"} | set(ENGINEERED_FEATURES)
+    assert {spec[name].dtype for name in ENGINEERED_FEATURES} == {tf.float32}
 
 
 def test_raw_features_pad_lists_and_fill_nulls_like_the_transform_input():
@@ -33,7 +35,8 @@ def test_raw_features_pad_lists_and_fill_nulls_like_the_transform_input():
          "purchased": False, "sample_rate": 1.0, "seq_listing_view": ["d"], "seq_query_search": ["red lamp"]},
     ]
     for r in rows:
-        r.update(user_key="u", request_id="r", browser_id="b", click_ts=None)
+        r.update(user_key="u", request_id="r", browser_id="b", click_ts=None,
+                 **{name: 0.5 for name in ENGINEERED_FEATURES})
     table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
     out = raw_features(table, PAIRS)
     assert set(out) == set(serving_input_spec(PAIRS))
@@ -42,3 +45,4 @@ def test_raw_features_pad_lists_and_fill_nulls_like_the_transform_input():
     assert out["price"].dtype == np.float32
     assert out["seq_listing_view"].tolist() == [["a", "b", "c"], ["d", "", ""]]
     assert out["seq_query_search"].tolist() == [[""], ["red lamp"]]
+    assert out["req_price_ratio"].tolist() == [0.5, 0.5] and out["req_price_ratio"].dtype == np.float32

@@ -19,7 +19,9 @@ Signature ``serving_default`` (all tensors batch-major, ``B`` candidates):
   (``""`` for none);
 * ``ts`` (ms since the epoch, UTC), ``position``, ``logged_in``: ``int64 [B]``; ``price``: ``float32 [B]``;
 * every configured sequence ``seq_<entity>_<action>``: ``string [B, L]``, newest first, padded
-  with ``""`` (any ``L``; only the first ``max_seq_len`` are used, as in training).
+  with ``""`` (any ``L``; only the first ``max_seq_len`` are used, as in training);
+* every engineered point-in-time feature of ``schemas.features`` (request context, relevance,
+  priors, target-session identity): ``float32 [B]``, computed by the caller as ``sessionize`` does.
 
 Outputs: ``probability`` (calibrated, ``float32 [B]``) and ``logit`` (the main logit before Platt).
 Labels and ids of the training records are not inputs: the TFT graph is pruned to what the
