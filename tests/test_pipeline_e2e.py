@@ -106,8 +106,10 @@ def test_serving_model_reproduces_the_evaluated_probabilities(tiny_run):
     manifest = json.loads((run / "export_serving" / "manifest.json").read_text())
     exported = manifest["metrics"]["exported"]
     assert "ctr" in exported
-    for task in {"ctr", "pccvr"} - set(exported):  # tiny's PCCVR (139 training rows) may not calibrate
-        assert any(n.startswith(f"{task}: not exported: its calibration failed") for n in manifest["notes"])
+    for task in {"ctr", "pccvr"} - set(exported):  # tiny's PCCVR (~150 clicked training rows) may not calibrate,
+        # or be skipped: its train day holds ~15 post-click purchases, near models.min_positives.train (20)
+        assert any(n.startswith((f"{task}: not exported: its calibration failed",
+                                 f"{task}: not exported: train_{task} was skipped")) for n in manifest["notes"])
     for task in exported:
         assert manifest["metrics"][task]["parity_rows"] > 0
         assert (run / "export_serving" / task / "saved_model.pb").exists()
@@ -134,7 +136,11 @@ def test_forced_rerun_recomputes_downstream_and_gives_identical_outputs(tiny_run
     assert not recomputed & {"generate", "transform", "train_ctr", "train_pccvr", "visual", "air"}
     assert digests(tiny_run, *RUN_OUTPUTS) == before
     assert sum(k.endswith("vectors.parquet") for k in before) == 4 and any(k.endswith(".faiss") for k in before)
-    assert sum(k.endswith("predictions/test.parquet") for k in before) == 4
+    # one per ranker that trained: tiny's PCCVR pair is skipped when its train day has too few post-click purchases
+    trained = sum("skipped" not in json.loads((run / f"train_{m}" / "manifest.json").read_text())["metrics"]
+                  for m in ("ctr", "ctr_baseline", "pccvr", "pccvr_baseline"))
+    assert sum(k.endswith("predictions/test.parquet") and "/train_references/" not in k for k in before) \
+        == trained >= 2
 
 
 def test_generate_cli_is_deterministic_by_seed(tmp_path):
