@@ -26,10 +26,10 @@ from apache_beam.metrics import Metrics
 
 from components.lake import fs, parquet
 from components.transform.arrow_input import input_columns, to_record_batch
+from components.transform.splits import split_masks
 from schemas.validation import stable_bucket
 
 SPLITS = ("train", "validation", "test")
-_HASH_RANGE = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +39,6 @@ class ExampleFile:
     path: str
     role: str
     validation_fraction: float = 0.0
-
-
-def uniform(ids: pa.Array, salt: str) -> np.ndarray:
-    """A stable pseudo-random number in [0, 1) per id (same id and salt -> same number)."""
-    salted = pc.binary_join_element_wise(ids, pa.scalar(salt), "|")
-    return stable_bucket(salted, _HASH_RANGE) / _HASH_RANGE
 
 
 class ReadExamplesFn(beam.DoFn):
@@ -59,18 +53,10 @@ class ReadExamplesFn(beam.DoFn):
     def process(self, source: ExampleFile):
         table = parquet.read_file(source.path, columns=input_columns(self.pairs))
         self.read.inc(table.num_rows)
-        ids = table.column("impression_id").combine_chunks()
-        if source.role == "train":
-            held_out = uniform(ids, f"validation|{self.seed}") < source.validation_fraction
-            keep = uniform(ids, f"sample|{self.seed}") < table.column("sample_rate").to_numpy()
-            parts = {"train": ~held_out & keep, "validation": held_out}
-        else:
-            parts = {source.role: np.ones(table.num_rows, dtype=bool)}
+        parts = split_masks(table, source.role, source.validation_fraction, self.seed, self.eval_sample_rate)
         for split, mask in parts.items():
             if split not in self.splits:
                 continue
-            if split != "train" and self.eval_sample_rate < 1:
-                mask = mask & (uniform(ids, f"eval|{self.seed}") < self.eval_sample_rate)
             rows = np.flatnonzero(mask)
             if not len(rows):
                 continue
