@@ -359,22 +359,28 @@ def seen_in_the_hour_before(imps: pa.Table, events: pa.Table) -> np.ndarray:
     return seen
 
 
-def test_retargeting_and_listing_identity_raise_clicks(tiny, tmp_path):
+def test_retargeting_and_listing_identity_raise_clicks(tmp_path):
     """The retargeting slot shows more ads of listings the session engaged with in the last hour, and the
-    identity match makes those more clickable (GENERATIVE_MODEL.md §6); each knob against a day without it."""
+    identity match makes those more clickable (GENERATIVE_MODEL.md §6); each knob against a day without it.
+
+    On tiny's catalog (600 listings, a Zipf popularity within buckets) about 10% of impressions are of a listing
+    the browser engaged with by coincidence (popular listings are both viewed and advertised more), so the
+    retargeting lift is checked as a difference, on a day of 4,000 user keys (~14k impressions: the share's
+    standard error is ~0.003)."""
     rates = {}
-    for name, overrides in (("default", None), ("no_identity", ["marketplace.click_model.match_listing=0"]),
+    for name, overrides in (("default", []), ("no_identity", ["marketplace.click_model.match_listing=0"]),
                             ("retarget_all", ["marketplace.click_model.match_listing=0", "marketplace.ads.retarget_prob=1"]),
                             ("neither", ["marketplace.click_model.match_listing=0", "marketplace.ads.retarget_prob=0"])):
-        root = tiny[0] if overrides is None else str(tmp_path / name)
-        if overrides is not None:
-            generate(load_config("tiny", overrides).marketplace, root, START, 1, SEED)
+        root = str(tmp_path / name)
+        generate(load_config("tiny", overrides + ["marketplace.images=false", "marketplace.population.n_user_keys=4000"]
+                             ).marketplace, root, START, 1, SEED)
         imps, events = read_partition(root, "raw/impressions", DATES[0]), read_partition(root, "raw/events", DATES[0])
         p = read_partition(root, "oracle/impressions", DATES[0]).column("p_click").to_numpy()
         seen = seen_in_the_hour_before(imps, events)
         rates[name] = {"seen": seen.mean(), "p_seen": p[seen].mean(), "p_unseen": p[~seen].mean()}
-    assert rates["retarget_all"]["seen"] > 1.5 * rates["neither"]["seen"], rates
-    assert rates["retarget_all"]["seen"] > rates["no_identity"]["seen"] > rates["neither"]["seen"], rates
+    assert rates["retarget_all"]["seen"] > rates["neither"]["seen"] + 0.015, rates
+    assert rates["retarget_all"]["seen"] > rates["no_identity"]["seen"] + 0.01, rates
+    assert rates["no_identity"]["seen"] > rates["neither"]["seen"] - 0.005, rates  # 0.25 of the lift: within noise
     assert rates["default"]["p_seen"] > 1.3 * rates["no_identity"]["p_seen"], rates
     assert rates["default"]["p_seen"] > 5 * rates["default"]["p_unseen"], rates
 

@@ -53,6 +53,7 @@ class Listings:
     material: np.ndarray
     price: np.ndarray
     quality: np.ndarray
+    popularity: np.ndarray  # relative chance of being viewed / retrieved within a bucket (Pareto, Zipf ranks)
     created_ms: np.ndarray
     active: np.ndarray
     campaign: np.ndarray
@@ -157,6 +158,7 @@ def _draw_listings(catalog: Catalog, rng: np.random.Generator, shop: np.ndarray,
     price = np.round(np.maximum(np.exp(log_price), cfg.price_min), 2)
     quality = (shops.quality[shop] + rng.normal(0.0, cfg.listing_quality_sigma, n)).astype(np.float64)
     title, tags = _listing_text(catalog, rng, fine, color, material)
+    popularity = listing_popularity(rng.random(n), cfg.listing_popularity_zipf)
     return Listings(
         shop=shop.astype(np.int32),
         fine=fine.astype(np.int32),
@@ -164,12 +166,22 @@ def _draw_listings(catalog: Catalog, rng: np.random.Generator, shop: np.ndarray,
         material=material,
         price=price,
         quality=quality,
+        popularity=popularity,
         created_ms=created_ms.astype(np.int64),
         active=np.ones(n, dtype=bool),
         campaign=rng.random(n) < cfg.campaign_fraction,
         title=title,
         tags=tags,
     )
+
+
+def listing_popularity(u: np.ndarray, zipf: float) -> np.ndarray:
+    """Popularity weights ``(1 - u) ** -zipf`` (Pareto with tail index ``1 / zipf``, minimum 1) from uniforms ``u``.
+
+    Sorted, ``n`` such weights fall as ``(rank / n) ** -zipf``: a Zipf law of exponent ``zipf`` within any set of
+    listings (a taxonomy, a shop, the campaigns), whatever its size. ``zipf = 0`` gives equal weights.
+    """
+    return (1.0 - np.asarray(u, dtype=np.float64)) ** -zipf
 
 
 def _listing_text(catalog: Catalog, rng: np.random.Generator, fine: np.ndarray, color: np.ndarray, material: np.ndarray) -> tuple[pa.Array, pa.Array]:

@@ -23,7 +23,9 @@ class _Section(BaseModel):
 class CatalogConfig(_Section):
     """Listings, shops, taxonomy and listing text."""
 
-    n_listings: int = Field(20_000, ge=10, description="listings in the initial catalog")
+    n_listings: int = Field(
+        40_000, ge=10, description="listings in the initial catalog (local: twice the 20k it was, as many as the "
+                                   "10-minute pipeline-local budget allows; GENERATIVE_MODEL.md §8)")
     n_shops: int = Field(1_500, ge=1, description="shops selling the listings")
     n_fine_taxonomies: int = Field(100, ge=10, le=100, description="leaf taxonomies used (of the 100 built in)")
     taxonomy_zipf: float = Field(0.8, ge=0, description="Zipf exponent of the taxonomy popularity")
@@ -47,6 +49,11 @@ class CatalogConfig(_Section):
     price_min: float = Field(1.0, gt=0, description="price floor")
     shop_quality_sigma: float = Field(0.5, ge=0, description="sigma of the shop part of latent quality")
     listing_quality_sigma: float = Field(0.85, ge=0, description="sigma of the listing part of latent quality")
+    listing_popularity_zipf: float = Field(
+        0.42, ge=0, lt=1, description="Zipf exponent of listing popularity within a bucket (views and ad retrieval "
+                                      "are drawn in proportion to a Pareto weight of tail index 1/zipf). Set so that "
+                                      "a local day's views have the rank-frequency slope of ../shared/data's Taobao "
+                                      "page views (0.36 over ranks 10-1000 of 98,361 views; GENERATIVE_MODEL.md §8)")
     campaign_fraction: float = Field(0.35, ge=0, le=1, description="P(listing has an active ad campaign)")
     catalog_age_days: int = Field(1_000, ge=1, description="initial listings were created up to this many days before the start")
     new_listings_per_day: float = Field(0.01, ge=0, description="new listings per day, as a fraction of the initial catalog")

@@ -2,7 +2,8 @@
 
 A listing is viewable on day D when it is active in D's snapshot and was created before D
 starts (listings created during D become visible from D+1). Ads come from the viewable
-listings with an active campaign.
+listings with an active campaign. Within a bucket, views and ad candidates are drawn in
+proportion to the listings' popularity weights (a Zipf law within every bucket).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def build_pools(catalog: Catalog, day_start_ms: int) -> DayPools:
     n_mid, n_top, n_shop = len(tax.mid_words), len(tax.top_words), catalog.shops.n
 
     def groups(mask: np.ndarray, key: np.ndarray, n_keys: int) -> Groups:
-        return Groups(key[mask], ids[mask], n_keys)
+        return Groups(key[mask], ids[mask], n_keys, weights=lst.popularity[mask])
 
     zeros = np.zeros(lst.n, dtype=np.int64)
     return DayPools(

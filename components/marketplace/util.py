@@ -40,25 +40,41 @@ def categorical(rng: np.random.Generator, weights: np.ndarray, size: int | None 
 
 
 class Groups:
-    """Members bucketed by an integer key, for O(1) vectorized sampling within a bucket."""
+    """Members bucketed by an integer key, for O(1) vectorized sampling within a bucket.
 
-    def __init__(self, keys: np.ndarray, members: np.ndarray, n_keys: int):
+    With ``weights`` (one positive weight per member) a member is drawn with probability proportional to its
+    weight within its bucket (one binary search per draw); without, uniformly.
+    """
+
+    def __init__(self, keys: np.ndarray, members: np.ndarray, n_keys: int, weights: np.ndarray | None = None):
         order = np.argsort(keys, kind="stable")
         self.items = np.asarray(members)[order]
         self.count = np.bincount(keys, minlength=n_keys).astype(np.int64)
         self.start = np.concatenate([[0], np.cumsum(self.count)[:-1]]).astype(np.int64)
+        self.cum: np.ndarray | None = None
+        if weights is not None:
+            self.cum = np.cumsum(np.asarray(weights, dtype=np.float64)[order])
+            edges = np.concatenate([[0.0], self.cum])
+            self.base = edges[self.start]
+            self.total = edges[self.start + self.count] - self.base
 
     def sample(self, key: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """A uniform member of bucket ``key`` per row (``u`` uniform in [0, 1)); -1 where the bucket is empty."""
+        """A member of bucket ``key`` per row (``u`` uniform in [0, 1)), uniform or by weight; -1 where the
+        bucket is empty."""
         key = np.asarray(key)
         valid = key >= 0
         k = np.where(valid, key, 0)
         cnt = self.count[k]
         ok = valid & (cnt > 0)
-        pos = self.start[k] + np.minimum((u * cnt).astype(np.int64), np.maximum(cnt - 1, 0))
-        pos = np.where(ok, pos, 0)
         if len(self.items) == 0:
             return np.full(len(key), -1, dtype=np.int64)
+        last = self.start[k] + np.maximum(cnt - 1, 0)
+        if self.cum is None:
+            pos = self.start[k] + (u * cnt).astype(np.int64)
+        else:
+            pos = np.searchsorted(self.cum, self.base[k] + u * self.total[k], side="right")
+        pos = np.clip(pos, self.start[k], last)
+        pos = np.where(ok, pos, 0)
         return np.where(ok, self.items[pos], -1)
 
 
