@@ -54,9 +54,9 @@ def test_too_few_validation_positives_skip_and_the_minimums_are_per_split_and_co
 
 
 def test_the_config_field_has_per_split_defaults_and_a_set_override():
-    cfg = load_config("tiny")
+    cfg = load_config("local")
     assert (cfg.models.min_positives.train, cfg.models.min_positives.validation) == (20, 5)
-    cfg = load_config("tiny", ["models.min_positives.train=3"])
+    cfg = load_config("local", ["models.min_positives.train=3"])
     assert (cfg.models.min_positives.train, cfg.models.min_positives.validation) == (3, 5)
     with pytest.raises(Exception, match="min_positives"):
         load_config("tiny", ["models.min_positives.train=-1"])
@@ -123,7 +123,7 @@ def test_a_log_without_clicks_skips_every_model_and_the_steps_after_them_say_why
     report = json.loads((run / "report" / "manifest.json").read_text())
     assert report["metrics"]["errors"] == []
     page = (run / "report" / "index.html").read_text()
-    assert page.count("models.min_positives.train = 20") >= 4  # DAG notes, headline remarks, curves, blessing
+    assert page.count("models.min_positives.train = 10") >= 4  # tiny's minimum; DAG notes, headline remarks, curves, blessing
 
 
 # -------------------------------------------------------------------------------- integration
@@ -177,7 +177,7 @@ def test_a_log_without_purchases_skips_pccvr_and_still_trains_and_evaluates_ctr(
     for step in SKIPPED:
         reason = training_skipped(lake, DATE, step[len("train_"):])
         assert reason and "the train split has 0 positives of the PCCVR label 'purchased'" in reason
-        assert "models.min_positives.train = 20" in reason and "--set models.min_positives.train=N" in reason
+        assert "models.min_positives.train = 10" in reason and "--set models.min_positives.train=N" in reason
         assert not (run / step / "model").exists() and not (run / step / "predictions").exists()
         row = next(line for line in output.splitlines() if line.split()[:1] == [step])
         assert row.split()[1] == "skipped" and "skipped: the train split has 0 positives" in row
