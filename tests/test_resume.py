@@ -52,5 +52,6 @@ def test_a_run_killed_mid_step_resumes_to_the_uninterrupted_outputs(tiny_run, tm
     assert "transform: already succeeded" in done.stdout and "train_ctr: already succeeded" not in done.stdout
     assert not list(root.rglob("*.tmp-*")), "staged outputs of the killed runs were left behind"
     resumed, uninterrupted = digests(root, *COMPARED), digests(tiny_run, *COMPARED)
-    assert sum("predictions" in k for k in resumed) == 8 and any("assets" in k for k in resumed)
+    assert sum("predictions" in k and "train_references" not in k for k in resumed) == 8
+    assert sum("train_references/predictions" in k for k in resumed) == 32 and any("assets" in k for k in resumed)
     assert resumed == uninterrupted

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from schemas.features import ENGINEERED_FEATURES
 from schemas.examples import DEFAULT_PAIRS, examples_schema, seq_column
 from schemas.raw import ACTIONS, RAW_TABLES
 
@@ -26,4 +27,7 @@ def test_examples_schema_has_a_sequence_per_pair_and_the_labels():
         assert field.type == pa.list_(pa.string()) and not field.nullable
     for name in ("impression_id", "user_key", "ts", "clicked", "purchased", "sample_rate"):
         assert not schema.field(name).nullable
-    assert examples_schema([("listing", "view")]).names[-1] == "seq_listing_view"
+    assert examples_schema([("listing", "view")], engineered=False).names[-1] == "seq_listing_view"
+    with_features = examples_schema([("listing", "view")])
+    assert with_features.names[-len(ENGINEERED_FEATURES):] == list(ENGINEERED_FEATURES)
+    assert {with_features.field(f).type for f in ENGINEERED_FEATURES} == {pa.float32()}
