@@ -40,8 +40,7 @@ def reference_metrics(lake: Lake, date, task: str, summary: dict) -> dict:
         y = table.column(label).to_numpy(zero_copy_only=False).astype(np.float64)
         logits = table.column("logit").to_numpy()
         entry = {"learner": learner, "features": feature_set, "position": position, "n": int(len(y)),
-                 "positives": int(y.sum()), "validation_roc_auc": fitted[name].get("validation_roc_auc"),
-                 "train_seconds": fitted[name].get("train_seconds")}
+                 "positives": int(y.sum()), "validation_roc_auc": fitted[name].get("validation_roc_auc")}
         if 0 < y.sum() < len(y):
             entry.update(roc_auc=metrics.roc_auc(y, logits), pr_auc=metrics.pr_auc(y, logits),
                          logloss_raw=metrics.logloss(y, 1.0 / (1.0 + np.exp(-logits))))

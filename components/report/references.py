@@ -28,10 +28,10 @@ def add_comparison(sec: H.Section, found: dict) -> None:
             sec.add(H.table(["ranker", "ROC-AUC", "reference (chosen on validation)", "its ROC-AUC",
                              "margin (ROC-AUC)", "PR-AUC lift over it %"], rows))
         ref_rows = [[name, r.get("learner"), r.get("features"), "yes" if r.get("position") else "no",
-                     r.get("validation_roc_auc"), r.get("roc_auc"), r.get("pr_auc"), r.get("train_seconds")]
+                     r.get("validation_roc_auc"), r.get("roc_auc"), r.get("pr_auc")]
                     for name, r in sorted(refs.items()) if isinstance(r, dict)]
         sec.add(H.table(["reference", "learner", "features", "position", "validation ROC-AUC", "test ROC-AUC",
-                         "test PR-AUC", "training s"], ref_rows))
+                         "test PR-AUC"], ref_rows))
     sec.text(H.note("References: logistic regression and gradient-boosted trees on the engineered point-in-time "
                     "features, fit on the rankers' training split. A ranker is compared with the position-free "
                     "reference of its feature set (personalized for the ranker with the ADPM, non-personalized for "
