@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.raw import EVENTS_SCHEMA, IMPRESSIONS_SCHEMA, LISTINGS_SCHEMA
-from tests.rawdata import write_partition
+from tests.rawdata import loose, write_partition
 
 START = dt.date(2026, 3, 1)
 UTC = dt.timezone.utc
@@ -87,22 +87,18 @@ def build(root: str, days: int = 3, seed: int = 0, users_per_day: int = 500, n_l
         base_ms = dt.datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000
         imp["click_ts"] = pa.array([None if x is None else int(base_ms + x * 1000) for x in imp["click_ts"]],
                                    pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
-        write_partition(root, "events", day, [pa.table(ev, schema=_loose(EVENTS_SCHEMA))])
-        write_partition(root, "impressions", day, [pa.table(imp, schema=_loose(IMPRESSIONS_SCHEMA))])
+        write_partition(root, "events", day, [pa.table(ev, schema=loose(EVENTS_SCHEMA))])
+        write_partition(root, "impressions", day, [pa.table(imp, schema=loose(IMPRESSIONS_SCHEMA))])
         listings = pa.table({
             "listing_id": ids, "shop_id": listing_cat, "taxonomy_id": listing_cat, "taxonomy_path": listing_cat,
             "title": pa.nulls(n_listings, pa.string()), "tags": pa.nulls(n_listings, pa.list_(pa.string())),
             "price": listing_price, "primary_color": pa.nulls(n_listings, pa.string()),
             "material": pa.nulls(n_listings, pa.string()), "image_uri": pa.nulls(n_listings, pa.string()),
             "created_ts": created, "is_active": np.ones(n_listings, bool),
-            "has_active_campaign": np.ones(n_listings, bool)}, schema=_loose(LISTINGS_SCHEMA))
+            "has_active_campaign": np.ones(n_listings, bool)}, schema=loose(LISTINGS_SCHEMA))
         write_partition(root, "listings", day, [listings])
         counts[day.isoformat()] = {"events": n_ev, "impressions": n_imp, "clicks": int(sum(imp["clicked"]))}
     for table in ("events", "impressions", "listings"):
         for d in range(days):
             open(f"{root}/raw/{table}/dt={(START + dt.timedelta(days=d)).isoformat()}/_SUCCESS", "w").close()
     return counts
-
-
-def _loose(schema: pa.Schema) -> pa.Schema:
-    return pa.schema([f.with_nullable(True) for f in schema])

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from components.beam_arrow import BackgroundFn, WriteBucketFn, from_ipc, sort_table, split_by_bucket, to_ipc
-from components.lake import fs
+from components.lake import fs, parquet
 from components.sessionize import features
 from components.sessionize.examples import FeatureContext, build_examples
 from components.sessionize.kernel import EVENT_COLUMNS, SessionSpec
@@ -153,19 +153,14 @@ CATALOG_COLUMNS = ["listing_id", "title", "tags", "taxonomy_path"]
 
 def read_catalog_text(path: str) -> bytes:
     """The catalog text the relevance features read, of one validated listings file, as IPC bytes."""
-    return to_ipc(_read_columns(path, CATALOG_COLUMNS))
-
-
-def _read_columns(path: str, columns: list[str]) -> pa.Table:
-    handle = path if fs.is_local(path) else pa.BufferReader(fs.read_bytes(path))
-    return pq.read_table(handle, columns=columns)
+    return to_ipc(parquet.read_file(path, CATALOG_COLUMNS))
 
 
 class PriorCountsFn(beam.DoFn):
     """One validated impressions file of an earlier day -> ``(kind, IPC bytes)`` partial counts per prior key."""
 
     def process(self, path: str):
-        table = _read_columns(path, ["query", "listing_id", "shop_id", "clicked"])
+        table = parquet.read_file(path, ["query", "listing_id", "shop_id", "clicked"])
         for kind, counts in features.prior_counts(table).items():
             yield kind, to_ipc(counts)
 
