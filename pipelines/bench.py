@@ -25,6 +25,10 @@ fresh subprocess so its peak memory (ru_maxrss) is its own. Entries:
   the float32 matmul peak measured in the same process (``pipelines.bench_models``).
 - ``tfdata``: records/s of the trainer's tf.data pipeline (``make_dataset``) over the whole
   train split without training, against the training rate: ``tfdata_over_training``.
+- ``models``: training seconds of every model of the lake's DAG run, read from its step
+  manifests: the rankers' fits (``train_<model>``) and the reference models' (``train_references``,
+  per reference); the ratio is the ranker with the ADPM's fit over the best personalized
+  reference's, per task. Both sides come from the same run on the same training split.
 - ``serving``: p50/p99 latency of requests of 500 candidates through the exported serving
   SavedModel, against the trained score model alone on the same transformed features.
 - ``scaling``: end-to-end ``adsformer run`` time and peak memory of the process tree at 1x,
@@ -34,7 +38,7 @@ fresh subprocess so its peak memory (ru_maxrss) is its own. Entries:
   ``train_ctr`` needs the representation steps; the baseline ranker stands for training).
   About 1.5, 3.5 and 9 minutes on 2 cores.
 
-``training``, ``tfdata`` and ``serving`` read a lake with a finished run: ``--lake DIR`` (with its
+``training``, ``tfdata``, ``models`` and ``serving`` read a lake with a finished run: ``--lake DIR`` (with its
 ``--preset`` and ``--date``; only read), or else the bench runs the whole DAG of the preset into
 its scratch directory first. ``--scale small`` (``--quick``) makes every new entry small enough
 for a test. Top-level keys of results.json summarize the entries: ``ratio_vs_duckdb``,
@@ -54,8 +58,8 @@ import sys
 import tempfile
 import time
 
-ENTRIES = ("generate", "validate", "headroom", "sessionize", "training", "tfdata", "serving", "scaling")
-RUN_ENTRIES = ("training", "tfdata", "serving")  # they read a lake with a finished run
+ENTRIES = ("generate", "validate", "headroom", "sessionize", "training", "tfdata", "models", "serving", "scaling")
+RUN_ENTRIES = ("training", "tfdata", "models", "serving")  # they read a lake with a finished run
 BENCH_DAYS = 3  # bench days generated: sessionize builds the middle one (it reads both neighbours)
 SESSIONIZE_SIZES = {"1M": 1_000_000, "4M": 4_000_000}  # events the example day reads
 SESSIONIZE_REPEATS = 3
@@ -310,6 +314,15 @@ _out = measure_tfdata(load_config({preset!r}), dt.date.fromisoformat({date!r}), 
     return out
 
 
+def bench_models(work: str, ctx: Context) -> dict:
+    from pipelines.bench_models import model_training_seconds
+
+    root, preset, date = ctx.lake()
+    out = model_training_seconds(root, date)
+    out.update(lake=ctx.lake_info, measured_at=_now())
+    return out
+
+
 def bench_serving(work: str, ctx: Context) -> dict:
     root, preset, date = ctx.lake()
     out = _child(f"""
@@ -456,6 +469,16 @@ def to_markdown(results: dict) -> str:
             f"records/s | {round(td['records_per_s']):,} ({td['records']:,} records, {td['files']} files, "
             f"{td['seconds']} s, peak {td['peak_rss_mb']} MB) | CTR training consumes "
             f"{round(td['training_examples_per_s']):,} examples/s | {td['tfdata_over_training']} |")
+    mo = results.get("models")
+    if mo:
+        lake = mo["lake"]
+        for task, r in mo["tasks"].items():
+            rankers = ", ".join(f"{m} {s} s" for m, s in r["rankers"].items())
+            lines.append(
+                f"| model training ({task}, {lake['preset']} {lake['date']}, same DAG run) | fit seconds | {rankers} | "
+                f"{len(r['references'])} references {r['references_total']} s in all, {r['best_personalized']} "
+                f"(best personalized on validation) {r['references'][r['best_personalized']]} s | "
+                f"{r['ranker_over_reference']} (ranker / that reference) |")
     sv = results.get("serving")
     if sv:
         lake, a, b = sv["lake"], sv["serving"], sv["model_only"]

@@ -1,4 +1,4 @@
-"""The ``tfdata``, ``training`` and ``serving`` bench entries: measurements on a lake with a finished run.
+"""The ``tfdata``, ``training``, ``models`` and ``serving`` bench entries: measurements on a lake with a finished run.
 
 Each function runs inside one fresh bench child process (``pipelines.bench._child``) and reads
 the lake only (the run's transform output, lookups, trained model, calibration and serving
@@ -32,6 +32,8 @@ export); whatever it writes goes to a scratch directory.
 - :func:`measure_serving`: latency per request of ``candidates`` rows through the exported
   serving SavedModel (raw features -> TFT graph -> lookups -> model -> Platt), against the
   trained score model alone on the same candidates' already-transformed features.
+- :func:`model_training_seconds`: the rankers' and the reference models' fit seconds of the run,
+  read from its manifests (no training here).
 """
 from __future__ import annotations
 
@@ -351,3 +353,37 @@ def measure_serving(config, date, root: str, task: str = "ctr", candidates: int 
             "model_only": model, "p50_ratio": round(serving["p50_ms"] / model["p50_ms"], 3),
             "max_abs_diff_logit": diff, "load_before": round(load, 2)}
 
+
+
+def model_training_seconds(root: str, date: str) -> dict:
+    """Fit seconds of the rankers and of the reference models of the run of ``date`` in the lake at
+    ``root``, from the manifests of its ``train_<model>`` steps and ``train_references``'
+    ``references.json``; per task, ``ranker_over_reference``: the ranker with the ADPM's seconds over
+    those of the position-free personalized reference with the best validation ROC-AUC (the one
+    ``evaluate`` compares it with)."""
+    import datetime as dt
+    import json
+
+    from components.lake import Lake, fs
+    from components.models.step import MODELS
+    from components.references.step import references_path
+
+    lake, day = Lake(root), dt.date.fromisoformat(date)
+    references = json.loads(fs.read_text(references_path(lake, day)))["tasks"]
+    tasks = {}
+    for task, refs in references.items():
+        rankers = {}
+        for model, (model_task, _) in MODELS.items():
+            manifest = fs.join(lake.run_dir(day, f"train_{model}"), "manifest.json")
+            metrics = json.loads(fs.read_text(manifest)).get("metrics", {}) if fs.exists(manifest) else {}
+            if model_task == task and "seconds" in metrics:  # a skipped task has no fit
+                rankers[model] = metrics["seconds"]
+        personalized = {name: r for name, r in refs.items() if r["features"] == "personalized" and not r["position"]}
+        if not rankers or not personalized:
+            continue
+        best = max(personalized, key=lambda name: personalized[name]["validation_roc_auc"])
+        seconds = {name: r["train_seconds"] for name, r in refs.items()}
+        tasks[task] = {"rankers": rankers, "references": seconds,
+                       "references_total": round(sum(seconds.values()), 2), "best_personalized": best,
+                       "ranker_over_reference": round(rankers.get(task, float("nan")) / max(seconds[best], 1e-9), 1)}
+    return {"date": date, "tasks": tasks}

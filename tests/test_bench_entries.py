@@ -1,4 +1,4 @@
-"""The ``training``, ``tfdata``, ``serving`` and ``scaling`` bench entries at their small scale, on the tiny
+"""The ``training``, ``tfdata``, ``models``, ``serving`` and ``scaling`` bench entries at their small scale, on the tiny
 run: the JSON carries the top-level figures and every entry's details (positive, finite), the
 markdown a row per figure, and the lake they measure is only read. No wall-clock assertions:
 performance claims live in ``make bench`` itself."""
@@ -13,7 +13,7 @@ import pytest
 from pipelines import bench
 from tests.conftest import TINY_DATE
 
-NEW_ENTRIES = ("training", "tfdata", "serving", "scaling")
+NEW_ENTRIES = ("training", "tfdata", "models", "serving", "scaling")
 
 
 def _snapshot(root: pathlib.Path) -> dict[str, tuple[int, int]]:
@@ -47,7 +47,7 @@ def test_top_level_figures_are_there_and_positive(small_bench):
 @pytest.mark.slow
 def test_entry_details(small_bench):
     results, _, _ = small_bench
-    tr, td, sv, sc = (results[e] for e in NEW_ENTRIES)
+    tr, td, mo, sv, sc = (results[e] for e in NEW_ENTRIES)
     assert tr["lake"]["preset"] == "tiny" and tr["lake"]["date"] == TINY_DATE
     for key in ("examples_per_s", "flops_per_example", "achieved_gflops", "matmul_peak_gflops", "peak_rss_mb"):
         assert _positive(tr[key]), (key, tr[key])
@@ -75,6 +75,14 @@ def test_entry_details(small_bench):
     assert td["records"] == tr["training_rows"] and _positive(td["records_per_s"])
     assert td["training_examples_per_s"] == tr["examples_per_s"]
     assert td["tfdata_over_training"] == pytest.approx(td["records_per_s"] / tr["examples_per_s"], rel=0.01)
+    # Model training: every ranker the tiny run trained and its task's 8 references, read from that run.
+    assert set(mo["tasks"]) == {"ctr", "pccvr"}
+    for task, r in mo["tasks"].items():
+        assert set(r["rankers"]) == {task, f"{task}_baseline"} and all(_positive(s) for s in r["rankers"].values())
+        assert len(r["references"]) == 8 and r["best_personalized"] in r["references"]
+        assert r["references_total"] == pytest.approx(sum(r["references"].values()), abs=0.02)
+        assert r["ranker_over_reference"] == pytest.approx(
+            r["rankers"][task] / r["references"][r["best_personalized"]], rel=0.05, abs=0.1)
     # Serving: >= 100 timed requests of 500 candidates; the reference scores the same features.
     assert sv["candidates"] == 500 and sv["requests"] >= 100
     for side in ("serving", "model_only"):
@@ -98,7 +106,8 @@ def test_markdown_has_a_row_per_figure(small_bench):
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     header = "| entry | figure | value | reference (same run) | ratio |"
     assert rows[0] == header
-    for prefix in ("| training (ctr, tiny", "| tfdata (tiny", "| serving (ctr, tiny"):
+    for prefix in ("| training (ctr, tiny", "| tfdata (tiny", "| serving (ctr, tiny", "| model training (ctr, tiny",
+                   "| model training (pccvr, tiny"):
         assert sum(r.startswith(prefix) for r in rows) == 1, prefix
     sizes = sorted(results["scaling"]["sizes"], key=lambda name: results["scaling"]["sizes"][name]["user_keys"])
     assert sum(r.startswith("| scaling (tiny,") for r in rows) == len(sizes)
