@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from components.models.config import RankerConfig, TrainingConfig, WideConfig
@@ -78,6 +79,30 @@ def _personalized_ranker():
     wide = WideConfig(listing=8, shop=4, taxonomy=4, query=4, query_token=4, platform=2, hour_of_day=2,
                       day_of_week=2, position=4, max_position=16)
     return build_ranker(cfg, wide, VOCAB, adpm, adpm.input_specs)
+
+
+def test_early_stopping_of_a_ranker_with_the_debias_tower_monitors_the_score_model():
+    """With the debias tower the trained model adds a position logit that serving never sees: the
+    validation ROC-AUC that picks the epoch is the score model's (main logit only). After training the
+    best epoch's weights are back, so the score model's ROC-AUC now equals the recorded best, and the
+    trained model's (which credits the position, a strong signal in this data) does not."""
+    ranker = _personalized_ranker()
+    assert ranker.score is not ranker.train
+    train = task_batches(_batches(64 * 20, seed=1).repeat(), "ctr", ranker.input_names)
+    validation = task_batches(_batches(1024, seed=2), "ctr", ranker.input_names)
+    cfg = TrainingConfig(batch_size=64, epochs=3, learning_rate=5e-3, early_stopping_patience=3)
+    history = fit(ranker, train, 20, cfg, None, lambda *_: None, validation_ds=validation).history
+    assert len(history["val_auc"]) == 3
+    best = history["val_auc"][history["best_epoch"] - 1]
+    def auc(model):  # the metric early stopping reads, on this model's logits
+        metric = keras.metrics.AUC(from_logits=True)
+        for inputs, labels in validation:
+            metric.update_state(labels, model(inputs, training=False))
+        return float(metric.result())
+
+    score_auc, train_auc = auc(ranker.score), auc(ranker.train)
+    assert score_auc == pytest.approx(best, abs=1e-4)
+    assert abs(train_auc - best) > 0.01, (train_auc, best)
 
 
 def test_xla_lazy_adam_and_fused_adam_options_train_the_personalized_ranker():

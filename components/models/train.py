@@ -72,6 +72,26 @@ class EpochProgress(keras.callbacks.Callback):
                       f"{self.steps} steps)")
 
 
+class ScoreValidation(keras.callbacks.Callback):
+    """At each epoch's end, ROC-AUC of the *score* model (main logit, no debias tower) on the validation
+    batches, written into the epoch's logs as ``val_auc`` for ``EarlyStopping`` (placed before it).
+
+    ``fit``'s own validation pass evaluates the model it trains, which for a ranker with the debias
+    tower adds the position and platform logit (paper 000 §5.3): its ROC-AUC then credits the logged
+    position, which serving never sees, and the epoch it picks need not be the best for the score
+    that is calibrated, evaluated and served."""
+
+    def __init__(self, score_model, validation_ds, validation_steps: int | None):
+        super().__init__()
+        self.score_model, self.validation_ds, self.validation_steps = score_model, validation_ds, validation_steps
+
+    def on_epoch_end(self, epoch, logs=None):
+        results = self.score_model.evaluate(self.validation_ds, steps=self.validation_steps, verbose=0,
+                                            return_dict=True)
+        if logs is not None:
+            logs["val_auc"], logs["val_loss"] = float(results["auc"]), float(results["loss"])
+
+
 def task_batches(dataset, task: str, input_names: list[str]):
     """(inputs, label) batches for ``fit``. For PCCVR, pass its clicked rows (``input.clicked_rows``)."""
     import tensorflow as tf
@@ -173,17 +193,25 @@ def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progre
     # construction: make them under the strategy the model was built with (a model built under
     # MirroredStrategy but compiled outside its scope fails in fit with "Mixing different
     # tf.distribute.Strategy objects").
+    stopping = None
+    early = cfg.early_stopping_patience is not None and validation_ds is not None and cfg.epochs > 1
     with strategy.scope():
         compile_ranker(ranker, cfg, schedule, steps_per_execution)
+        if early and ranker.score is not ranker.train:  # the debias tower: monitor the score model instead
+            ranker.score.compile(loss=RowBinaryCrossentropy(), metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
+                                 jit_compile=cfg.jit_compile)
     _adapt_for_multi_worker(ranker.train, train_ds.element_spec)
     meter = Throughput(cfg.batch_size)
-    callbacks = [meter, EpochProgress(progress, steps_per_epoch)]
-    stopping = None
-    if cfg.early_stopping_patience is not None and validation_ds is not None and cfg.epochs > 1:
+    callbacks = [meter]
+    if early:
+        if ranker.score is not ranker.train:
+            callbacks.append(ScoreValidation(ranker.score, validation_ds, validation_steps))
+            validation_ds = None
         stopping = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.early_stopping_patience,
                                                  restore_best_weights=True)
-        callbacks.append(stopping)
+        callbacks += [EpochProgress(progress, steps_per_epoch), stopping]
     else:
+        callbacks.append(EpochProgress(progress, steps_per_epoch))
         validation_ds = None
     if log_dir:
         profile = tuple(cfg.profile_batches) if cfg.profile_batches else 0
