@@ -27,8 +27,9 @@ fresh subprocess so its peak memory (ru_maxrss) is its own. Entries:
   train split without training, against the training rate: ``tfdata_over_training``.
 - ``models``: training seconds of every model of the lake's DAG run, read from its step
   manifests: the rankers' fits (``train_<model>``) and the reference models' (``train_references``,
-  per reference); the ratio is the ranker with the ADPM's fit over the best personalized
-  reference's, per task. Both sides come from the same run on the same training split.
+  per reference); the ratio is the ranker with the ADPM's fit over that of the reference
+  ``evaluate`` compared it with (chosen on validation), per task. Both sides come from the same run
+  on the same training split.
 - ``serving``: p50/p99 latency of requests of 500 candidates through the exported serving
   SavedModel, against the trained score model alone on the same transformed features.
 - ``scaling``: end-to-end ``adsformer run`` time and peak memory of the process tree at 1x,
@@ -476,8 +477,8 @@ def to_markdown(results: dict) -> str:
             rankers = ", ".join(f"{m} {s} s" for m, s in r["rankers"].items())
             lines.append(
                 f"| model training ({task}, {lake['preset']} {lake['date']}, same DAG run) | fit seconds | {rankers} | "
-                f"{len(r['references'])} references {r['references_total']} s in all, {r['best_personalized']} "
-                f"(best personalized on validation) {r['references'][r['best_personalized']]} s | "
+                f"{len(r['references'])} references {r['references_total']} s in all, {r['reference']} "
+                f"(chosen on validation) {r['references'][r['reference']]} s | "
                 f"{r['ranker_over_reference']} (ranker / that reference) |")
     sv = results.get("serving")
     if sv:

@@ -359,17 +359,18 @@ def model_training_seconds(root: str, date: str) -> dict:
     """Fit seconds of the rankers and of the reference models of the run of ``date`` in the lake at
     ``root``, from the manifests of its ``train_<model>`` steps and ``train_references``'
     ``references.json``; per task, ``ranker_over_reference``: the ranker with the ADPM's seconds over
-    those of the position-free personalized reference with the best validation ROC-AUC (the one
-    ``evaluate`` compares it with)."""
+    those of the reference ``evaluate`` compared it with (``metrics.json``: chosen on validation)."""
     import datetime as dt
     import json
 
+    from components.evaluate.step import metrics_path
     from components.lake import Lake, fs
     from components.models.step import MODELS
     from components.references.step import references_path
 
     lake, day = Lake(root), dt.date.fromisoformat(date)
     references = json.loads(fs.read_text(references_path(lake, day)))["tasks"]
+    evaluated = json.loads(fs.read_text(metrics_path(lake, day)))
     tasks = {}
     for task, refs in references.items():
         rankers = {}
@@ -378,12 +379,11 @@ def model_training_seconds(root: str, date: str) -> dict:
             metrics = json.loads(fs.read_text(manifest)).get("metrics", {}) if fs.exists(manifest) else {}
             if model_task == task and "seconds" in metrics:  # a skipped task has no fit
                 rankers[model] = metrics["seconds"]
-        personalized = {name: r for name, r in refs.items() if r["features"] == "personalized" and not r["position"]}
-        if not rankers or not personalized:
+        chosen = evaluated.get(task, {}).get("reference")
+        if task not in rankers or chosen is None:  # no ranker with the ADPM, or no reference to set it against
             continue
-        best = max(personalized, key=lambda name: personalized[name]["validation_roc_auc"])
         seconds = {name: r["train_seconds"] for name, r in refs.items()}
         tasks[task] = {"rankers": rankers, "references": seconds,
-                       "references_total": round(sum(seconds.values()), 2), "best_personalized": best,
-                       "ranker_over_reference": round(rankers.get(task, float("nan")) / max(seconds[best], 1e-9), 1)}
+                       "references_total": round(sum(seconds.values()), 2), "reference": chosen,
+                       "ranker_over_reference": round(rankers[task] / max(seconds[chosen], 1e-9), 1)}
     return {"date": date, "tasks": tasks}

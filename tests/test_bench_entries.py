@@ -79,10 +79,10 @@ def test_entry_details(small_bench):
     assert set(mo["tasks"]) == {"ctr", "pccvr"}
     for task, r in mo["tasks"].items():
         assert set(r["rankers"]) == {task, f"{task}_baseline"} and all(_positive(s) for s in r["rankers"].values())
-        assert len(r["references"]) == 8 and r["best_personalized"] in r["references"]
+        assert len(r["references"]) == 8 and r["reference"] in r["references"]
         assert r["references_total"] == pytest.approx(sum(r["references"].values()), abs=0.02)
         assert r["ranker_over_reference"] == pytest.approx(
-            r["rankers"][task] / r["references"][r["best_personalized"]], rel=0.05, abs=0.1)
+            r["rankers"][task] / r["references"][r["reference"]], rel=0.05, abs=0.1)
     # Serving: >= 100 timed requests of 500 candidates; the reference scores the same features.
     assert sv["candidates"] == 500 and sv["requests"] >= 100
     for side in ("serving", "model_only"):

@@ -165,13 +165,17 @@ def _adapt_for_multi_worker(model, element_spec) -> None:
     model.test_step = test_step_with_vector_logs
 
 
+def _auc():
+    """The ROC-AUC metric of training and of early stopping (``val_auc``)."""
+    return keras.metrics.AUC(from_logits=True, name="auc")
+
+
 def compile_ranker(ranker, cfg, learning_rate, steps_per_execution: int = 1) -> None:
     """Compile ``ranker.train`` as the trainer does: ``cfg.optimizer`` (a ``TrainingConfig``) at
     ``learning_rate`` (a float or a schedule), the row-wise binary cross-entropy on logits, ROC-AUC,
     XLA as ``cfg.jit_compile`` says."""
     ranker.train.compile(optimizer=make_optimizer(cfg.optimizer, learning_rate), loss=RowBinaryCrossentropy(),
-                         metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
-                         steps_per_execution=steps_per_execution, jit_compile=cfg.jit_compile)
+                         metrics=[_auc()], steps_per_execution=steps_per_execution, jit_compile=cfg.jit_compile)
 
 
 def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progress,
@@ -193,25 +197,25 @@ def fit(ranker, train_ds, steps_per_epoch: int, cfg, log_dir: str | None, progre
     # construction: make them under the strategy the model was built with (a model built under
     # MirroredStrategy but compiled outside its scope fails in fit with "Mixing different
     # tf.distribute.Strategy objects").
-    stopping = None
     early = cfg.early_stopping_patience is not None and validation_ds is not None and cfg.epochs > 1
+    monitor_score = early and ranker.score is not ranker.train  # the debias tower: validate the score model
     with strategy.scope():
         compile_ranker(ranker, cfg, schedule, steps_per_execution)
-        if early and ranker.score is not ranker.train:  # the debias tower: monitor the score model instead
-            ranker.score.compile(loss=RowBinaryCrossentropy(), metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
-                                 jit_compile=cfg.jit_compile)
+        if monitor_score:
+            ranker.score.compile(loss=RowBinaryCrossentropy(), metrics=[_auc()], jit_compile=cfg.jit_compile)
     _adapt_for_multi_worker(ranker.train, train_ds.element_spec)
     meter = Throughput(cfg.batch_size)
     callbacks = [meter]
+    if monitor_score:
+        _adapt_for_multi_worker(ranker.score, validation_ds.element_spec)
+        callbacks.append(ScoreValidation(ranker.score, validation_ds, validation_steps))
+    callbacks.append(EpochProgress(progress, steps_per_epoch))
+    stopping = None
     if early:
-        if ranker.score is not ranker.train:
-            callbacks.append(ScoreValidation(ranker.score, validation_ds, validation_steps))
-            validation_ds = None
         stopping = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.early_stopping_patience,
                                                  restore_best_weights=True)
-        callbacks += [EpochProgress(progress, steps_per_epoch), stopping]
-    else:
-        callbacks.append(EpochProgress(progress, steps_per_epoch))
+        callbacks.append(stopping)
+    if not early or monitor_score:  # fit's own validation pass is wanted only when it scores the served model
         validation_ds = None
     if log_dir:
         profile = tuple(cfg.profile_batches) if cfg.profile_batches else 0
