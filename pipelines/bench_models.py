@@ -267,7 +267,8 @@ def measure_serving(config, date, root: str, task: str = "ctr", candidates: int 
     and through the trained score model alone on the same rows' transformed features (reference).
 
     Requests are consecutive slices of the test day's examples (wrapping around when the day has
-    fewer than ``requests x candidates`` rows). Their tensors are built before timing, so each timed
+    fewer than ``requests x candidates`` rows), each served as one request (one ``request_id``) with
+    its rows' raw session events. Their tensors are built before timing, so each timed
     call is the model call and its result's transfer to numpy; ``warmup`` calls precede the
     ``requests`` timed ones. The reference features are the ones the serving graph itself feeds its
     model (captured from ``ServingModel`` on each request), and its logits are checked against the
@@ -280,8 +281,11 @@ def measure_serving(config, date, root: str, task: str = "ctr", candidates: int 
     from components.calibrate.step import load_platt
     from components.lake import Lake, parquet
     from components.models.step import load_score_model, transform_dir
+    import datetime as dt
+
     from components.serving.model import ServingModel, load_serving, raw_features
-    from components.serving.step import serving_dir
+    from components.serving.step import serving_dir, serving_features, session_events_of
+    from components.sessionize.step import MINUTE_MS
     from components.sessionize.step import examples_dir
 
     lake = Lake(root)
@@ -294,19 +298,25 @@ def measure_serving(config, date, root: str, task: str = "ctr", candidates: int 
     n = table.num_rows
     distinct = max(1, min(requests, n // candidates if n >= candidates else 1))
     pairs = config.sessionize.pairs
+    events = session_events_of(lake, test_day, table)
+    window_ms = config.sessionize.window_minutes * MINUTE_MS
     raw = []
     for r in range(distinct):
-        rows = (np.arange(candidates) + r * candidates) % n
-        raw.append({k: tf.constant(v) for k, v in raw_features(table.take(pa.array(rows)), pairs).items()})
-    del table
+        rows = table.take(pa.array((np.arange(candidates) + r * candidates) % n))
+        features = raw_features(rows, pairs, events, window_ms)
+        features["request_id"] = np.full(candidates, f"bench-{r}", dtype=object)
+        raw.append(features)
+    del table, events
 
     fn = load_serving(path)
+    raw = [{k: tf.constant(r[k], spec.dtype) for k, spec in fn.structured_input_signature[1].items()} for r in raw]
 
     # Reference inputs: what the serving code feeds its model (raw -> TFT -> densify -> lookup rows), taken
     # by running ServingModel's own _serve eagerly once per request with its model replaced by a recorder.
     score_model = load_score_model(lake, date, task)
     module = ServingModel(transform_dir(lake, date), score_model, load_platt(lake, date, task), pairs,
-                          config.models.max_seq_len, config.models.max_query_tokens)
+                          config.models.max_seq_len, config.models.max_query_tokens,
+                          serving_features(config, date, lake, date + dt.timedelta(days=1)))
     captured = []
 
     def capture(inputs, training=False):

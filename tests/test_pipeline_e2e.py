@@ -73,26 +73,27 @@ RUN_OUTPUTS = ("raw", "derived", "oracle", "runs/2026-03-03/corpora/corpus", "ru
 
 
 SERVING_PARITY = r"""
-import json, sys
-import numpy as np
-import pyarrow.compute as pc
+import datetime as dt, json, sys
 from components.calibrate.platt import Platt
-from components.lake import parquet
-from components.serving.model import load_serving, predict, raw_features
+from components.lake import Lake, parquet
+from components.serving.model import load_serving, score_examples
+from components.serving.step import session_events_of
+from components.sessionize.step import examples_dir
 from pipelines.config import load_config
 
-run, task = sys.argv[1], sys.argv[2]
-pairs = load_config("tiny").sessionize.pairs
+root, task, day = sys.argv[1], sys.argv[2], dt.date.fromisoformat(sys.argv[3])
+config = load_config("tiny")
+lake, run = Lake(root), f"{root}/runs/{config.default_date}"
 predictions = parquet.read_file(f"{run}/train_{task}/predictions/test.parquet")
-examples = parquet.read_partition(sys.argv[3])
-examples = examples.filter(pc.is_in(examples.column("impression_id"), value_set=predictions.column("impression_id")))
-order = {s: i for i, s in enumerate(predictions.column("impression_id").to_pylist())}
-rows = np.array([order[s] for s in examples.column("impression_id").to_pylist()])
+examples = parquet.read_partition(examples_dir(lake, day))
 platt = Platt.from_dict(json.load(open(f"{run}/calibrate/{task}.json"))["platt"])
-expected = platt.apply(predictions.column("logit").to_numpy()[rows])
-served = predict(load_serving(f"{run}/export_serving/{task}"), raw_features(examples, pairs), batch_size=500)
-print(json.dumps({"rows": len(rows), "predictions": predictions.num_rows,
-                  "max_abs_diff": float(np.abs(served["probability"] - expected).max())}))
+expected = platt.apply(predictions.column("logit").to_numpy())
+# raw fields only: each row with its request's candidates and its session's raw events
+served = score_examples(load_serving(f"{run}/export_serving/{task}"), examples, predictions.column("impression_id"),
+                        config.sessionize.pairs, session_events_of(lake, day, examples),
+                        config.sessionize.window_minutes * 60_000, batch_size=500)
+print(json.dumps({"rows": len(served["probability"]), "predictions": predictions.num_rows,
+                  "max_abs_diff": float(abs(served["probability"] - expected).max())}))
 """
 
 
@@ -114,8 +115,7 @@ def test_serving_model_reproduces_the_evaluated_probabilities(tiny_run):
         assert manifest["metrics"][task]["parity_rows"] > 0
         assert (run / "export_serving" / task / "saved_model.pb").exists()
         assert not any((run / "export_serving" / task).rglob("*.keras"))
-        done = subprocess.run([sys.executable, "-c", SERVING_PARITY, str(run), task,
-                               str(tiny_run / "derived" / "examples" / "dt=2026-03-03")],
+        done = subprocess.run([sys.executable, "-c", SERVING_PARITY, str(tiny_run), task, "2026-03-03"],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         result = json.loads(done.stdout.strip().splitlines()[-1])

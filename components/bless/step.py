@@ -123,32 +123,30 @@ def _decide(config, date: dt.date, lake: Lake, task: str, m: dict, progress) -> 
 
 
 def _score_incumbent(config, date: dt.date, lake: Lake, task: str, incumbent_dir: str) -> float:
-    """ROC-AUC of the blessed serving model on exactly the rows this run's model was evaluated on."""
+    """ROC-AUC of the blessed serving model on exactly the rows this run's model was evaluated on, served
+    as a caller would (each row with its request's candidates and its session's raw events)."""
     import numpy as np
-    import pyarrow.compute as pc
 
     from components.lake import parquet
     from components.models.step import read_predictions
-    from components.serving.model import load_serving, predict, raw_features
-    from components.sessionize.step import examples_dir
+    from components.serving.model import load_serving, score_examples
+    from components.serving.step import session_events_of
+    from components.sessionize.step import MINUTE_MS, examples_dir
 
     found = read_predictions(lake, date, task, "test")
     if found is None:
         raise StepError(f"bless: no test predictions of {task} for {date}; run evaluate first")
     _, table, _, labels = found
-    ids = table.column("impression_id")
-    examples = parquet.read_partition(examples_dir(lake, config.window.test_date(date)))
-    examples = examples.filter(pc.is_in(examples.column("impression_id"), value_set=ids))
-    if examples.num_rows != len(ids):
-        raise StepError(f"bless: {examples.num_rows:,} of the {len(ids):,} evaluated {task} rows are in the "
-                        f"test day's examples; the examples changed after evaluation: rerun with --from-step sessionize")
-    examples = examples.take(pc.index_in(ids, examples.column("impression_id")))
-    step = config.bless.score_batch_rows
+    test_day = config.window.test_date(date)
+    examples = parquet.read_partition(examples_dir(lake, test_day))
     with fs.local_dir(incumbent_dir, "r") as local:
-        serve = load_serving(local)
-        logits = np.concatenate([
-            predict(serve, raw_features(examples.slice(start, step), config.sessionize.pairs))["logit"]
-            for start in range(0, examples.num_rows, step)])
+        try:
+            logits = score_examples(load_serving(local), examples, table.column("impression_id"),
+                                    config.sessionize.pairs, session_events_of(lake, test_day, examples),
+                                    config.sessionize.window_minutes * MINUTE_MS, config.bless.score_batch_rows)["logit"]
+        except ValueError as e:
+            raise StepError(f"bless: the evaluated {task} rows are not all in the test day's examples ({e}); the "
+                            "examples changed after evaluation: rerun with --from-step sessionize") from e
     return offline.roc_auc(labels, logits.astype(np.float64))
 
 

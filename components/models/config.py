@@ -27,7 +27,7 @@ class WideConfig(_Section):
     query_token: int = 16
     platform: int = 4
     hour_of_day: int = 4
-    day_of_week: int = 4
+    day_of_week: int = Field(4, ge=0, description="0 = no day-of-week input")
     position: int = 8
     max_position: int = Field(64, ge=1, description="positions at or above share the last embedding row")
     engineered_bucket: int = Field(4, ge=1, description="embedding size of each engineered feature's quantile bucket")

@@ -162,7 +162,7 @@ def vocabulary_sizes(transform_dir: str, num_oov_buckets: int | dict | None = No
     from components.transform.features import vocabulary_name
 
     output = _tft_output(transform_dir)
-    if num_oov_buckets is None and (stats := _stats(transform_dir)) is not None:
+    if num_oov_buckets is None and (stats := transform_stats(transform_dir)) is not None:
         num_oov_buckets = stats["num_oov_buckets"]
     per_entity = _per_entity(num_oov_buckets)
     domains = {f.name: f.int_domain.max for f in output.transformed_metadata.schema.feature if f.HasField("int_domain")}
@@ -186,13 +186,14 @@ def vocabulary_sizes(transform_dir: str, num_oov_buckets: int | dict | None = No
 def num_oov_buckets(transform_dir: str) -> dict[str, int]:
     """The hashed OOV buckets after each id vocabulary's K entries (``{entity: n}``, ``platform``
     included), as the transform step recorded them; rows ``K .. K+n-1`` of the entity's tables."""
-    stats = _stats(transform_dir)
+    stats = transform_stats(transform_dir)
     if stats is None:
         raise ValueError(f"{transform_dir} has no stats.json; is it a transform step output?")
     return {**_per_entity(stats["num_oov_buckets"]), "platform": PLATFORM_OOV_BUCKETS}
 
 
-def _stats(transform_dir: str) -> dict | None:
+def transform_stats(transform_dir: str) -> dict | None:
+    """The transform step's ``stats.json`` of a run (None when there is none)."""
     path = os.path.join(transform_dir, "stats.json")
     if not tf.io.gfile.exists(path):
         return None
@@ -203,7 +204,7 @@ def _stats(transform_dir: str) -> dict | None:
 def split_rows(transform_dir: str, split: str, count: str = "rows") -> int | None:
     """Records (``count="clicks"``: clicked records) in a split as the transform step counted them
     (``stats.json``), e.g. for steps per epoch and the learning-rate schedule; None if unknown."""
-    stats = _stats(transform_dir) or {}
+    stats = transform_stats(transform_dir) or {}
     rows = stats.get("splits", {}).get(split, {}).get(count)
     return None if rows is None else int(rows)
 

@@ -63,7 +63,8 @@ def wide_features(inputs: dict, vocab: dict[str, int], cfg: WideConfig, with_pos
     parts.append(MaskedMeanEmbedding(vocab["query_token"], cfg.query_token, name="wide_query_tokens")(
         inputs["query_tokens_idx"]))
     parts.append(keras.layers.Embedding(24, cfg.hour_of_day, name="wide_hour")(inputs["hour_of_day"]))
-    parts.append(keras.layers.Embedding(7, cfg.day_of_week, name="wide_day")(inputs["day_of_week"]))
+    if cfg.day_of_week:
+        parts.append(keras.layers.Embedding(7, cfg.day_of_week, name="wide_day")(inputs["day_of_week"]))
     if with_position:
         parts.append(position_embedding(inputs["position"], cfg, "wide_position"))
     parts.append(ops.expand_dims(ops.cast(inputs["price_log_z"], "float32"), -1))

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pyarrow as pa
+
 from components.lake import Lake, commit, fs, parquet, stage
+from components.sessionize import features
+from components.sessionize.examples import FeatureContext
 from components.sessionize.kernel import SessionSpec
-from components.sessionize.transforms import Source, SessionizeDay
+from components.sessionize.transforms import CATALOG_COLUMNS, PRIOR_COLUMNS, Source, SessionizeDay
 from components.step import StepError, StepResult
 from components.validate.step import validated_dir, validated_files
 from schemas.raw import MS_PER_DAY, day_start_ms
@@ -39,6 +43,23 @@ def prior_days_found(lake: Lake, day: dt.date, prior_days: int) -> tuple[list[st
             files += found
             days += 1
     return files, days
+
+
+def feature_context(lake: Lake, config, day: dt.date, catalog_day: dt.date | None = None) -> FeatureContext:
+    """What the engineered features of ``day`` read besides its own rows (the catalog text of
+    ``catalog_day``, by default ``day``; the earlier days' impression counts), read directly: the
+    serving export freezes it into the serving graph."""
+    cfg = config.sessionize
+    catalog = validated_files(lake, "listings", catalog_day or day)
+    catalog = pa.concat_tables([parquet.read_file(p, CATALOG_COLUMNS) for p in catalog]) if catalog else None
+    files, found = prior_days_found(lake, day, cfg.prior_days)
+    parts: dict[str, list] = {}
+    for path in files:
+        for kind, counts in features.prior_counts(parquet.read_file(path, PRIOR_COLUMNS)).items():
+            parts.setdefault(kind, []).append(counts)
+    counts = {kind: features.merge_prior_counts(tables, kind) for kind, tables in parts.items()}
+    return FeatureContext(catalog=catalog, prior_counts=counts, prior_days=found,
+                          prior_strength=cfg.prior_strength)
 
 
 def _plan_features(lake: Lake, config, day: dt.date, result: StepResult) -> dict:

@@ -149,6 +149,7 @@ def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
 
 
 CATALOG_COLUMNS = ["listing_id", "title", "tags", "taxonomy_path"]
+PRIOR_COLUMNS = ["query", "listing_id", "shop_id", "clicked"]  # what features.prior_counts reads
 
 
 def read_catalog_text(path: str) -> bytes:
@@ -160,7 +161,7 @@ class PriorCountsFn(beam.DoFn):
     """One validated impressions file of an earlier day -> ``(kind, IPC bytes)`` partial counts per prior key."""
 
     def process(self, path: str):
-        table = parquet.read_file(path, ["query", "listing_id", "shop_id", "clicked"])
+        table = parquet.read_file(path, PRIOR_COLUMNS)
         for kind, counts in features.prior_counts(table).items():
             yield kind, to_ipc(counts)
 
