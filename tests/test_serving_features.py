@@ -4,6 +4,8 @@ test_features_kernel.py checks against a plain reference. Training and serving m
 float32 values, or the transform's quantile buckets could differ at a boundary."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -111,3 +113,35 @@ def test_request_batches_never_split_a_request():
     assert list(request_batches(requests, 2)) == [(0, 3), (3, 6), (6, 7)]
     assert list(request_batches(requests, 100)) == [(0, 7)]
     assert list(request_batches(requests[:0], 2)) == []
+
+
+def test_the_export_freezes_the_counts_of_the_days_before_the_serving_day(tmp_path):
+    """``feature_context`` of the serving day D+1 counts D's impressions (and never D+1's); of the test
+    day D, those of D-1: what the test day's examples read."""
+    import datetime as dt
+    import types
+
+    import pyarrow.parquet as pq
+
+    from components.lake import Lake
+    from components.lake.commit import mark_success
+    from components.sessionize.config import SessionizeConfig
+    from components.sessionize.step import feature_context
+    from components.validate.step import validated_dir
+
+    lake = Lake(str(tmp_path))
+    day = dt.date(2026, 3, 4)
+    clicks = {day - dt.timedelta(days=1): [True, False], day: [True, True, False], day + dt.timedelta(days=1): [True]}
+    for d, clicked in clicks.items():
+        rows = [{"query": "q", "listing_id": "l1", "shop_id": "s1", "clicked": c} for c in clicked]
+        directory = validated_dir(lake, "impressions", d)
+        os.makedirs(directory)
+        pq.write_table(pa.Table.from_pylist(rows), os.path.join(directory, "part-0.parquet"))
+        mark_success(directory)
+    config = types.SimpleNamespace(sessionize=SessionizeConfig(prior_days=1, prior_strength=20.0))
+    for serving_day, (imps, hits) in ((day + dt.timedelta(days=1), (3, 2)), (day, (2, 1))):
+        context = feature_context(lake, config, serving_day, catalog_day=day)
+        assert context.prior_days == 1 and context.catalog is None  # no validated catalog in this lake
+        listing = context.prior_counts["listing"].to_pylist()
+        assert listing == [{"listing_id": "l1", "imps": imps, "clicks": hits}]
+    assert feature_context(lake, config, day - dt.timedelta(days=1)).prior_days == 0

@@ -31,6 +31,9 @@ class WideConfig(_Section):
     position: int = 8
     max_position: int = Field(64, ge=1, description="positions at or above share the last embedding row")
     engineered_bucket: int = Field(4, ge=1, description="embedding size of each engineered feature's quantile bucket")
+    id_dropout: float = Field(0.0, ge=0, lt=1, description="in training, the share of rows whose listing, shop and "
+                              "query id embeddings are each dropped whole (embedding dropout): the ranker cannot lean "
+                              "on memorizing an id of the training days")
 
 
 class RankerConfig(_Section):

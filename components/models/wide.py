@@ -43,6 +43,8 @@ class MaskedMeanEmbedding(keras.layers.Layer):
         return {**super().get_config(), "vocabulary_size": self.vocabulary_size, "dim": self.dim}
 
 
+ID_DROPOUT = ("listing", "shop", "query")  # the high-cardinality ids ``WideConfig.id_dropout`` drops
+
 WIDE_INPUTS = {  # feature -> (dtype, shape without batch)
     "listing_id_idx": ("int64", ()), "shop_id_idx": ("int64", ()), "taxonomy_id_idx": ("int64", ()),
     "query_idx": ("int64", ()), "query_tokens_idx": ("int64", (None,)), "platform_idx": ("int64", ()),
@@ -59,7 +61,11 @@ def wide_features(inputs: dict, vocab: dict[str, int], cfg: WideConfig, with_pos
     parts = []
     for column, entity in (("listing_id_idx", "listing"), ("shop_id_idx", "shop"),
                            ("taxonomy_id_idx", "taxonomy"), ("query_idx", "query"), ("platform_idx", "platform")):
-        parts.append(keras.layers.Embedding(vocab[entity], getattr(cfg, entity), name=f"wide_{entity}")(inputs[column]))
+        vector = keras.layers.Embedding(vocab[entity], getattr(cfg, entity), name=f"wide_{entity}")(inputs[column])
+        if cfg.id_dropout and entity in ID_DROPOUT:
+            # noise_shape (batch, 1): a row's whole vector is dropped (Gal & Ghahramani 2016, embedding dropout)
+            vector = keras.layers.Dropout(cfg.id_dropout, noise_shape=(None, 1), name=f"wide_{entity}_dropout")(vector)
+        parts.append(vector)
     parts.append(MaskedMeanEmbedding(vocab["query_token"], cfg.query_token, name="wide_query_tokens")(
         inputs["query_tokens_idx"]))
     parts.append(keras.layers.Embedding(24, cfg.hour_of_day, name="wide_hour")(inputs["hour_of_day"]))
