@@ -322,3 +322,35 @@ def test_clicked_rows_are_all_clicked_rows_reshuffled_every_epoch(transform_dir)
     assert set(first) == set(second) == clicked and len(second) == len(clicked)
     assert first != second  # a new order each epoch
     assert ids == [i for b in make(5) for i in b["impression_id"].numpy().tolist()]  # same seed, same orders
+
+
+def test_id_dropout_hides_ids_behind_their_oov_bucket_in_training_only():
+    """``IdDropout``: identity at inference; in training about ``rate`` of the rows read as a random
+    OOV index in ``K .. K+n-1`` that does not name the id, the others unchanged."""
+    import keras
+
+    from components.models.wide import IdDropout
+
+    keras.utils.set_random_seed(5)
+    ids = np.arange(20_000, dtype=np.int64) % 1000  # K = 1000 known ids, n = 7 OOV buckets
+    layer = IdDropout(0.3, first_oov=1000, num_oov=7)
+    np.testing.assert_array_equal(np.asarray(layer(ids, training=False)), ids)
+    out = np.asarray(layer(ids, training=True))
+    dropped = out != ids
+    assert abs(dropped.mean() - 0.3) < 0.02
+    assert set(out[dropped].tolist()) == set(range(1000, 1007))  # every bucket, whatever the id
+    assert len(set(out[dropped & (ids == 3)].tolist())) > 1
+    assert IdDropout.from_config(layer.get_config()).get_config() == layer.get_config()
+
+
+def test_a_ranker_with_id_dropout_needs_the_oov_buckets():
+    from components.models.config import RankerConfig, WideConfig
+    from components.models.ranker import build_ranker
+    from tests.distributed_train_worker import VOCAB
+
+    cfg = RankerConfig(personalized=False, cross_layers=0, deep=[4], debias=False)
+    with pytest.raises(ValueError, match="num_oov"):
+        build_ranker(cfg, WideConfig(id_dropout=0.5), VOCAB)
+    oov = {entity: 2 for entity in VOCAB}
+    ranker = build_ranker(cfg, WideConfig(id_dropout=0.5), VOCAB, num_oov=oov)
+    assert {layer.name for layer in ranker.score.layers} >= {"listing_id_dropout", "shop_id_dropout", "query_id_dropout"}

@@ -31,9 +31,10 @@ class WideConfig(_Section):
     position: int = 8
     max_position: int = Field(64, ge=1, description="positions at or above share the last embedding row")
     engineered_bucket: int = Field(4, ge=1, description="embedding size of each engineered feature's quantile bucket")
-    id_dropout: float = Field(0.0, ge=0, lt=1, description="in training, the share of rows whose listing, shop and "
-                              "query id embeddings are each dropped whole (embedding dropout): the ranker cannot lean "
-                              "on memorizing an id of the training days")
+    id_dropout: float = Field(0.0, ge=0, lt=1, description="in training, the share of rows whose target listing, shop "
+                              "and query ids each read as unknown (their hashed OOV index), in the wide input and the "
+                              "ADPM alike (models.wide.IdDropout): the ranker learns on rows whose id it cannot tell, "
+                              "as it meets new and tail ids at serving, instead of memorizing the training days' ids")
 
 
 class RankerConfig(_Section):

@@ -20,7 +20,7 @@ import keras
 
 from components.models.config import RankerConfig, WideConfig
 from components.models.cross import Cross
-from components.models.wide import WIDE_INPUTS, engineered_values, position_embedding, wide_features
+from components.models.wide import ID_DROPOUT, WIDE_INPUTS, IdDropout, engineered_values, position_embedding, wide_features
 
 
 @dataclasses.dataclass
@@ -33,11 +33,13 @@ class Ranker:
 def build_ranker(cfg: RankerConfig, wide: WideConfig, vocab: dict[str, int],
                  personalization: keras.layers.Layer | None = None,
                  personalization_inputs: dict[str, tuple[str, tuple]] | None = None, name: str = "ranker",
-                 engineered: tuple[str, ...] = (), engineered_buckets: int = 0) -> Ranker:
+                 engineered: tuple[str, ...] = (), engineered_buckets: int = 0,
+                 num_oov: dict[str, int] | None = None) -> Ranker:
     """Build the ranker; ``personalization`` (the ADPM layer) takes a dict of ``personalization_inputs``
     (feature -> (dtype, shape without batch)) and returns the user vector ``u``; ``engineered``: the
     engineered features the wide input reads: standardized ``eng_*`` (``float32``) and quantile buckets
-    ``engb_*`` (``int64`` in ``[0, engineered_buckets)``)."""
+    ``engb_*`` (``int64`` in ``[0, engineered_buckets)``); ``num_oov``: each vocabulary's hashed OOV
+    buckets (the last rows of its ``vocab`` size), which ``wide.id_dropout`` needs."""
     specs = dict(WIDE_INPUTS)
     specs.update({f: ("int64" if f.startswith("engb_") else "float32", ()) for f in engineered})
     if cfg.personalized:
@@ -45,10 +47,17 @@ def build_ranker(cfg: RankerConfig, wide: WideConfig, vocab: dict[str, int],
             raise ValueError("a personalized ranker needs the ADPM layer; set personalized=false for the baseline")
         specs.update(personalization_inputs or {})
     inputs = {k: keras.Input(shape=shape, dtype=dtype, name=k) for k, (dtype, shape) in specs.items()}
-    x0 = wide_features(inputs, vocab, wide, with_position=not cfg.debias, engineered=tuple(engineered),
+    x_in = dict(inputs)  # what the layers read: the ids after IdDropout
+    if wide.id_dropout:
+        if num_oov is None:
+            raise ValueError("wide.id_dropout needs the vocabularies' OOV buckets (num_oov)")
+        for entity, column in ID_DROPOUT.items():
+            x_in[column] = IdDropout(wide.id_dropout, vocab[entity] - num_oov[entity], num_oov[entity],
+                                     name=f"{entity}_id_dropout")(inputs[column])
+    x0 = wide_features(x_in, vocab, wide, with_position=not cfg.debias, engineered=tuple(engineered),
                        engineered_buckets=engineered_buckets)
     if cfg.personalized:
-        u = personalization({k: inputs[k] for k in personalization_inputs})
+        u = personalization({k: x_in[k] for k in personalization_inputs})
         x0 = keras.layers.Concatenate(name="wide_and_user")([x0, u])
     x = x0
     for i in range(cfg.cross_layers):

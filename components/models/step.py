@@ -194,7 +194,8 @@ def train_model(config, date: dt.date, lake: Lake, model: str, progress=print, *
             adpm = ADPM(adpm_cfg, vocab, model_input.num_oov_buckets(tdir))
         ranker = build_ranker(ranker_cfg, task_cfg.wide or config.models.wide, vocab, adpm, adpm.input_specs if adpm else None,
                               name=model, engineered=engineered_inputs(tdir, ranker_cfg),
-                              engineered_buckets=int((stats or {}).get("engineered_buckets", 0)))
+                              engineered_buckets=int((stats or {}).get("engineered_buckets", 0)),
+                              num_oov=model_input.num_oov_buckets(tdir))
     batch = train_cfg.batch_size
     def data(split, shuffle, epochs, clicked=False, rows_per_batch=batch):
         ds = model_input.make_dataset(tdir, split, rows_per_batch, max_seq_len=config.models.max_seq_len,

@@ -43,8 +43,6 @@ class MaskedMeanEmbedding(keras.layers.Layer):
         return {**super().get_config(), "vocabulary_size": self.vocabulary_size, "dim": self.dim}
 
 
-ID_DROPOUT = ("listing", "shop", "query")  # the high-cardinality ids ``WideConfig.id_dropout`` drops
-
 WIDE_INPUTS = {  # feature -> (dtype, shape without batch)
     "listing_id_idx": ("int64", ()), "shop_id_idx": ("int64", ()), "taxonomy_id_idx": ("int64", ()),
     "query_idx": ("int64", ()), "query_tokens_idx": ("int64", (None,)), "platform_idx": ("int64", ()),
@@ -61,11 +59,7 @@ def wide_features(inputs: dict, vocab: dict[str, int], cfg: WideConfig, with_pos
     parts = []
     for column, entity in (("listing_id_idx", "listing"), ("shop_id_idx", "shop"),
                            ("taxonomy_id_idx", "taxonomy"), ("query_idx", "query"), ("platform_idx", "platform")):
-        vector = keras.layers.Embedding(vocab[entity], getattr(cfg, entity), name=f"wide_{entity}")(inputs[column])
-        if cfg.id_dropout and entity in ID_DROPOUT:
-            # noise_shape (batch, 1): a row's whole vector is dropped (Gal & Ghahramani 2016, embedding dropout)
-            vector = keras.layers.Dropout(cfg.id_dropout, noise_shape=(None, 1), name=f"wide_{entity}_dropout")(vector)
-        parts.append(vector)
+        parts.append(keras.layers.Embedding(vocab[entity], getattr(cfg, entity), name=f"wide_{entity}")(inputs[column]))
     parts.append(MaskedMeanEmbedding(vocab["query_token"], cfg.query_token, name="wide_query_tokens")(
         inputs["query_tokens_idx"]))
     parts.append(keras.layers.Embedding(24, cfg.hour_of_day, name="wide_hour")(inputs["hour_of_day"]))
@@ -83,6 +77,45 @@ def wide_features(inputs: dict, vocab: dict[str, int], cfg: WideConfig, with_pos
             clipped = ops.clip(inputs[name], 0, engineered_buckets)
             parts.append(keras.layers.Embedding(engineered_buckets + 1, cfg.engineered_bucket, name=f"wide_{name}")(clipped))
     return keras.layers.Concatenate(name="wide")(parts)
+
+
+ID_DROPOUT = {"listing": "listing_id_idx", "shop": "shop_id_idx", "query": "query_idx"}
+"""The high-cardinality target ids :class:`IdDropout` hides in training (``WideConfig.id_dropout``)."""
+
+
+@keras.saving.register_keras_serializable(package="adsformer")
+class IdDropout(keras.layers.Layer):
+    """In training, each row's id index becomes a random hashed OOV index with probability ``rate``:
+
+        out = K + u,  u ~ Uniform{0 .. n-1}   with probability rate,   else x        (identity at inference)
+
+    where ``K`` is the vocabulary's size and ``n`` its hashed OOV buckets (rows ``K .. K+n-1``).
+    A model that reads the index (the wide embedding, the ADPM's target) then learns on rows whose
+    id it cannot tell, as it meets ids outside the vocabulary at serving (new and tail listings),
+    instead of memorizing the ids of the training days; the OOV rows learn what an unknown id is
+    worth. The bucket is drawn at random, not hashed from the id: with about as many buckets as
+    tail ids, a hashed bucket would still name the id. Not in the paper: an id-level form of
+    embedding dropout (Gal & Ghahramani 2016).
+    """
+
+    def __init__(self, rate: float, first_oov: int, num_oov: int, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= rate < 1 or num_oov < 1:
+            raise ValueError(f"IdDropout needs 0 <= rate < 1 and at least one OOV bucket, got {rate}, {num_oov}")
+        self.rate, self.first_oov, self.num_oov, self.seed = float(rate), int(first_oov), int(num_oov), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, ids, training=None):
+        if not training or not self.rate:
+            return ids
+        ids = ops.cast(ids, "int64")
+        drop = keras.random.uniform(ops.shape(ids), seed=self.seed_generator) < self.rate
+        bucket = keras.random.randint(ops.shape(ids), 0, self.num_oov, seed=self.seed_generator, dtype="int64")
+        return ops.where(drop, self.first_oov + bucket, ids)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "first_oov": self.first_oov, "num_oov": self.num_oov,
+                "seed": self.seed}
 
 
 def engineered_values(inputs: dict, engineered: tuple[str, ...]):
