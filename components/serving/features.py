@@ -69,7 +69,9 @@ def _catalog_text(catalog: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]]
 
 def _prior_keys(table: pa.Table, keys: tuple[str, ...]) -> tuple[pa.Table, np.ndarray]:
     """The rows of a counts table whose key parts are all present, and their string keys."""
-    valid = pc.and_(*[pc.is_valid(table.column(k)) for k in keys]) if len(keys) > 1 else pc.is_valid(table.column(keys[0]))
+    valid = pc.is_valid(table.column(keys[0]))
+    for k in keys[1:]:
+        valid = pc.and_(valid, pc.is_valid(table.column(k)))
     table = table.filter(valid)
     joined = pc.binary_join_element_wise(*[table.column(k) for k in keys], KEY_SEPARATOR) if len(keys) > 1 \
         else table.column(keys[0])
@@ -201,8 +203,8 @@ class ServingFeatures(tf.Module):
                 match = inside & (action == act) & (ids != "") & (ids == tf.expand_dims(raw[column], 1))
                 count = tf.reduce_sum(tf.cast(match, tf.float64), 1)
                 latest = tf.reduce_max(tf.where(match, ts, tf.int64.min), 1)
-                secs = tf.where(count > 0, tf.cast(raw["ts"] - tf.where(count > 0, latest, raw["ts"]), tf.float64) / 1000.0,
-                                window_s)
+                since = tf.cast(raw["ts"] - tf.where(count > 0, latest, raw["ts"]), tf.float64) / 1000.0
+                secs = tf.where(count > 0, since, window_s)
                 out[f"tgt_{entity}_{act}_count"], out[f"tgt_{entity}_{act}_secs"] = count, secs
                 if (entity, act) == ("listing", "view"):
                     target_view = tf.where(count > 0, latest, -1)

@@ -108,7 +108,8 @@ def padded(lists: pa.Array, fill) -> np.ndarray:
 
 def session_events(events: pa.Table, impressions: pa.Table, window_ms: int) -> dict[str, np.ndarray]:
     """The ``session_*`` inputs of each impression row (of an examples or raw impressions table): its
-    user key's events of ``[t - window, t)`` as ``[rows, E]`` arrays (what a serving caller sends; ``events`` may hold more, the graph windows)."""
+    user key's events of ``[t - window, t)`` as ``[rows, E]`` arrays (what a serving caller sends;
+    ``events`` may hold more, the graph windows)."""
     n = impressions.num_rows
     key = impressions.column("user_key") if "user_key" in impressions.column_names else user_key(impressions)
     imp = pa.table({"row": pa.array(np.arange(n, dtype=np.int64)), "key": key,
