@@ -285,7 +285,7 @@ def measure_serving(config, date, root: str, task: str = "ctr", candidates: int 
 
     from components.serving.model import ServingModel, load_serving, raw_features
     from components.serving.step import serving_dir, serving_features, session_events_of
-    from components.sessionize.step import MINUTE_MS
+    from components.sessionize.step import session_spec
     from components.sessionize.step import examples_dir
 
     lake = Lake(root)
@@ -299,7 +299,7 @@ def measure_serving(config, date, root: str, task: str = "ctr", candidates: int 
     distinct = max(1, min(requests, n // candidates if n >= candidates else 1))
     pairs = config.sessionize.pairs
     events = session_events_of(lake, test_day, table)
-    window_ms = config.sessionize.window_minutes * MINUTE_MS
+    window_ms = session_spec(config.sessionize).window_ms
     raw = []
     for r in range(distinct):
         rows = table.take(pa.array((np.arange(candidates) + r * candidates) % n))

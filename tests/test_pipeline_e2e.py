@@ -78,7 +78,7 @@ from components.calibrate.platt import Platt
 from components.lake import Lake, parquet
 from components.serving.model import load_serving, score_examples
 from components.serving.step import session_events_of
-from components.sessionize.step import examples_dir
+from components.sessionize.step import examples_dir, session_spec
 from pipelines.config import load_config
 
 root, task, day = sys.argv[1], sys.argv[2], dt.date.fromisoformat(sys.argv[3])
@@ -91,7 +91,7 @@ expected = platt.apply(predictions.column("logit").to_numpy())
 # raw fields only: each row with its request's candidates and its session's raw events
 served = score_examples(load_serving(f"{run}/export_serving/{task}"), examples, predictions.column("impression_id"),
                         config.sessionize.pairs, session_events_of(lake, day, examples),
-                        config.sessionize.window_minutes * 60_000, batch_size=500)
+                        session_spec(config.sessionize).window_ms, batch_size=500)
 print(json.dumps({"rows": len(served["probability"]), "predictions": predictions.num_rows,
                   "max_abs_diff": float(abs(served["probability"] - expected).max())}))
 """

@@ -131,7 +131,7 @@ def _score_incumbent(config, date: dt.date, lake: Lake, task: str, incumbent_dir
     from components.models.step import read_predictions
     from components.serving.model import load_serving, score_examples
     from components.serving.step import session_events_of
-    from components.sessionize.step import MINUTE_MS, examples_dir
+    from components.sessionize.step import examples_dir, session_spec
 
     found = read_predictions(lake, date, task, "test")
     if found is None:
@@ -143,7 +143,7 @@ def _score_incumbent(config, date: dt.date, lake: Lake, task: str, incumbent_dir
         try:
             logits = score_examples(load_serving(local), examples, table.column("impression_id"),
                                     config.sessionize.pairs, session_events_of(lake, test_day, examples),
-                                    config.sessionize.window_minutes * MINUTE_MS, config.bless.score_batch_rows)["logit"]
+                                    session_spec(config.sessionize).window_ms, config.bless.score_batch_rows)["logit"]
         except ValueError as e:
             raise StepError(f"bless: the evaluated {task} rows are not all in the test day's examples ({e}); the "
                             "examples changed after evaluation: rerun with --from-step sessionize") from e

@@ -44,11 +44,11 @@ import pyarrow.compute as pc
 import tensorflow as tf
 
 from components.serving.features import SESSION_INPUTS, ServingFeatures, inputs_needed
-from components.sessionize.kernel import ENTITY_COLUMNS, _millis
+from components.sessionize.features import in_window, session_tables
 from components.transform.arrow_input import FLOAT_SCALARS, INT_SCALARS, STRING_SCALARS, to_record_batch
 from components.transform.features import LABELS, input_feature_spec
 from schemas.examples import seq_column
-from schemas.features import ENGINEERED_FEATURES, TARGET_ENTITIES
+from schemas.features import ENGINEERED_FEATURES
 from schemas.raw import user_key
 
 NOT_SERVED = ("impression_id", "sample_rate") + LABELS + ENGINEERED_FEATURES
@@ -111,16 +111,9 @@ def session_events(events: pa.Table, impressions: pa.Table, window_ms: int) -> d
     user key's events of ``[t - window, t)`` as ``[rows, E]`` arrays (what a serving caller sends;
     ``events`` may hold more, the graph windows)."""
     n = impressions.num_rows
-    key = impressions.column("user_key") if "user_key" in impressions.column_names else user_key(impressions)
-    imp = pa.table({"row": pa.array(np.arange(n, dtype=np.int64)), "key": key,
-                    "t": pa.array(_millis(impressions.column("ts")))})
-    columns = [ENTITY_COLUMNS[e] for e in TARGET_ENTITIES]
-    ev = pa.table({"key": user_key(events), "ts": pa.array(_millis(events.column("ts"))),
-                   "action": events.column("action").combine_chunks(),
-                   **{c: events.column(c).combine_chunks() for c in columns}})
-    joined = imp.join(ev, ["key"], join_type="inner")
-    t, ts = joined.column("t").to_numpy(), joined.column("ts").to_numpy()
-    joined = joined.filter(pa.array((ts >= t - window_ms) & (ts < t))).sort_by([("row", "ascending"), ("ts", "ascending")])
+    imp, ev = session_tables(events, impressions)
+    joined = in_window(imp.join(ev, ["key"], join_type="inner"), window_ms)
+    joined = joined.sort_by([("row", "ascending"), ("ts", "ascending")])
     rows = joined.column("row").to_numpy()
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
@@ -221,8 +214,7 @@ def score_examples(fn, examples: pa.Table, impression_ids, pairs, events: pa.Tab
     """Serve the examples ``impression_ids`` (of an examples table) as a caller would: each with all the
     candidates of its request and its session's raw ``events``. Returns ``logit`` and ``probability``
     aligned with ``impression_ids``; raises ValueError when some are not in ``examples``."""
-    ids = pa.chunked_array([impression_ids]).combine_chunks() if not isinstance(impression_ids, pa.ChunkedArray) \
-        else impression_ids.combine_chunks()
+    ids = impression_ids.combine_chunks() if isinstance(impression_ids, pa.ChunkedArray) else pa.array(impression_ids)
     requests = pc.unique(examples.filter(pc.is_in(examples.column("impression_id"), value_set=ids)).column("request_id"))
     batch = examples.filter(pc.is_in(examples.column("request_id"), value_set=requests)).sort_by("request_id")
     where = pc.index_in(ids, value_set=batch.column("impression_id"))

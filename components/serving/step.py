@@ -34,7 +34,7 @@ from components.lake import Lake, atomic_dir, fs, parquet
 from components.models.input import transform_stats
 from components.models.step import MODELS, load_score_model, read_predictions, training_skipped, transform_dir
 from components.sessionize.kernel import EVENT_COLUMNS
-from components.sessionize.step import MINUTE_MS, examples_dir, feature_context
+from components.sessionize.step import examples_dir, feature_context, session_spec
 from components.step import StepError, StepResult
 from components.validate.step import validated_dir
 from schemas.features import group_of
@@ -53,7 +53,7 @@ def serving_features(config, date: dt.date, lake: Lake, day: dt.date):
     from components.serving.features import ServingFeatures
 
     names = (transform_stats(transform_dir(lake, date)) or {}).get("engineered_features", ())
-    return ServingFeatures(names, config.sessionize.window_minutes * MINUTE_MS,
+    return ServingFeatures(names, session_spec(config.sessionize).window_ms,
                            feature_context(lake, config, day, catalog_day=config.window.test_date(date)))
 
 
@@ -136,7 +136,7 @@ def _parity(config, date, lake: Lake, task: str, platt, path: str, examples, eve
     try:
         with fs.local_dir(path, "r") as local:
             served = score_examples(load_serving(local), examples, table.column("impression_id").slice(0, n),
-                                    config.sessionize.pairs, events, config.sessionize.window_minutes * MINUTE_MS)
+                                    config.sessionize.pairs, events, session_spec(config.sessionize).window_ms)
     except ValueError as e:
         raise StepError(f"export_serving: the {task} test-day predictions are not all in the test day's examples "
                         f"({e}); the examples changed after evaluation: rerun with --from-step sessionize") from e

@@ -95,6 +95,26 @@ def relevance(impressions: pa.Table, catalog: pa.Table | None) -> dict[str, pa.A
     return {k: out[k] for k in ("rel_title", "rel_tags", "rel_taxonomy", "rel_all", "query_tokens")}
 
 
+def session_tables(events: pa.Table, impressions: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """What the session features join on the user key: ``impressions`` as ``(row, key, t)`` (the key is
+    an examples table's ``user_key`` column, else computed) and ``events`` as ``(key, ts, action,
+    listing_id, shop_id, taxonomy_id)``, times in ms."""
+    key = impressions.column("user_key").combine_chunks() if "user_key" in impressions.column_names \
+        else user_key(impressions)
+    imp = pa.table({"row": pa.array(np.arange(impressions.num_rows, dtype=np.int64)), "key": key,
+                    "t": pa.array(_millis(impressions.column("ts")))})
+    ev = pa.table({"key": user_key(events), "ts": pa.array(_millis(events.column("ts"))),
+                   "action": events.column("action").combine_chunks(),
+                   **{ENTITY_COLUMNS[e]: events.column(ENTITY_COLUMNS[e]).combine_chunks() for e in TARGET_ENTITIES}})
+    return imp, ev
+
+
+def in_window(joined: pa.Table, window_ms: int) -> pa.Table:
+    """The (impression, event) pairs of a join of :func:`session_tables`' tables with ``t - window <= ts < t``."""
+    t, ts = joined.column("t").to_numpy(), joined.column("ts").to_numpy()
+    return joined.filter(pa.array((ts >= t - window_ms) & (ts < t)))
+
+
 def target_session(events: pa.Table, impressions: pa.Table, window_ms: int) -> dict[str, pa.Array]:
     """``tgt_<entity>_<action>_{count,secs}`` and ``tgt_listing_is_last_view`` of each row.
 
@@ -104,11 +124,7 @@ def target_session(events: pa.Table, impressions: pa.Table, window_ms: int) -> d
     """
     n = impressions.num_rows
     window_s = window_ms / 1000.0
-    imp = pa.table({"row": pa.array(np.arange(n, dtype=np.int64)), "key": user_key(impressions),
-                    "t": pa.array(_millis(impressions.column("ts")))})
-    ev_all = pa.table({"key": user_key(events), "ts": pa.array(_millis(events.column("ts"))),
-                       "action": events.column("action").combine_chunks(),
-                       **{ENTITY_COLUMNS[e]: events.column(ENTITY_COLUMNS[e]).combine_chunks() for e in TARGET_ENTITIES}})
+    imp, ev_all = session_tables(events, impressions)
     out = {}
     last_view_ts = np.full(n, -1, dtype=np.int64)
     for action in LISTING_ACTIONS:
@@ -119,13 +135,11 @@ def target_session(events: pa.Table, impressions: pa.Table, window_ms: int) -> d
             if ev.num_rows and n:
                 left = imp.append_column("id", impressions.column(column).combine_chunks())
                 right = ev.select(["key", column, "ts"]).rename_columns(["key", "id", "ts"])
-                joined = left.join(right, ["key", "id"], join_type="inner")
-                t, ts = joined.column("t").to_numpy(), joined.column("ts").to_numpy()
-                inside = (ts >= t - window_ms) & (ts < t)
-                rows = joined.column("row").to_numpy()[inside]
+                joined = in_window(left.join(right, ["key", "id"], join_type="inner"), window_ms)
+                rows, ts = joined.column("row").to_numpy(), joined.column("ts").to_numpy()
                 count = np.bincount(rows, minlength=n).astype(np.float64)
                 latest = np.full(n, np.iinfo(np.int64).min)
-                np.maximum.at(latest, rows, ts[inside])
+                np.maximum.at(latest, rows, ts)
                 seen = count > 0
                 secs[seen] = (imp.column("t").to_numpy()[seen] - latest[seen]) / 1000.0
                 if action == "view" and entity == "listing":
@@ -145,11 +159,9 @@ def _is_last_view(ev_all: pa.Table, imp: pa.Table, target_view_ts: np.ndarray, w
     views = ev_all.filter(pc.equal(ev_all.column("action"), "view"))
     if not n or not views.num_rows or not (target_view_ts >= 0).any():
         return np.zeros(n)
-    joined = imp.join(views.select(["key", "ts"]), ["key"], join_type="inner")
-    t, ts = joined.column("t").to_numpy(), joined.column("ts").to_numpy()
-    inside = (ts >= t - window_ms) & (ts < t)
+    joined = in_window(imp.join(views.select(["key", "ts"]), ["key"], join_type="inner"), window_ms)
     latest = np.full(n, -1, dtype=np.int64)
-    np.maximum.at(latest, joined.column("row").to_numpy()[inside], ts[inside])
+    np.maximum.at(latest, joined.column("row").to_numpy(), joined.column("ts").to_numpy())
     return ((target_view_ts >= 0) & (target_view_ts == latest)).astype(np.float64)
 
 
